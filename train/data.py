@@ -1,0 +1,234 @@
+"""Fashion-MNIST: find, verify and parse the four official IDX files.
+
+Sources are tried in order: an explicit directory (``--data-dir`` or
+``FASHION_MNIST_DIR``), the Keras cache, the Debian/Ubuntu package
+``dataset-fashion-mnist``, and last a download from the official mirror into a cache.
+Every file is checked by the SHA-256 of its decompressed bytes, so a recompressed
+``.gz`` (as in the Debian package) is accepted and a corrupt one is not.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import os
+import struct
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MIRROR = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+KERAS_CACHE = Path.home() / ".keras" / "datasets" / "fashion-mnist"
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+DOWNLOAD_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fashion-mnist"
+HOW_TO_FIX = (
+    "install the official copy with `apt-get install dataset-fashion-mnist` "
+    "(Debian/Ubuntu), or download the four files from "
+    f"{MIRROR} and pass --data-dir DIR or set FASHION_MNIST_DIR"
+)
+
+
+@dataclass(frozen=True)
+class IdxFile:
+    name: str
+    sha256: str  # of the decompressed bytes
+    size: int
+    magic: int  # 0x0801: ubyte vector (labels); 0x0803: ubyte 3-tensor (images)
+    shape: tuple[int, ...]
+
+
+FILES = {
+    "train_images": IdxFile(
+        "train-images-idx3-ubyte",
+        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        47040016, 0x0803, (60000, 28, 28)),
+    "train_labels": IdxFile(
+        "train-labels-idx1-ubyte",
+        "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        60008, 0x0801, (60000,)),
+    "test_images": IdxFile(
+        "t10k-images-idx3-ubyte",
+        "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        7840016, 0x0803, (10000, 28, 28)),
+    "test_labels": IdxFile(
+        "t10k-labels-idx1-ubyte",
+        "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        10008, 0x0801, (10000,)),
+}
+
+
+class DataError(RuntimeError):
+    """A Fashion-MNIST file is missing, corrupt or not the official one."""
+
+
+@dataclass
+class FashionMNIST:
+    train_images: np.ndarray  # (60000, 28, 28) uint8
+    train_labels: np.ndarray  # (60000,) uint8
+    test_images: np.ndarray  # (10000, 28, 28) uint8
+    test_labels: np.ndarray  # (10000,) uint8
+    source: Path
+    checksums: dict[str, str] = field(default_factory=dict)
+
+
+def parse_idx(raw: bytes, spec: IdxFile, path: Path) -> np.ndarray:
+    """Parse IDX bytes strictly against the expected header of ``spec``."""
+    if len(raw) < 4:
+        raise DataError(f"{path}: truncated IDX file ({len(raw)} bytes); {HOW_TO_FIX}")
+    magic = struct.unpack(">I", raw[:4])[0]
+    if magic != spec.magic:
+        raise DataError(f"{path}: bad IDX magic number 0x{magic:08x}, expected "
+                        f"0x{spec.magic:08x} for {spec.name}; {HOW_TO_FIX}")
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: truncated IDX header; {HOW_TO_FIX}")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    if dims != spec.shape:
+        raise DataError(f"{path}: IDX dimensions {dims}, expected {spec.shape}; {HOW_TO_FIX}")
+    expected = header + int(np.prod(dims))
+    if len(raw) != expected:
+        raise DataError(f"{path}: {len(raw)} bytes, expected {expected} for dimensions "
+                        f"{dims} (truncated or padded); {HOW_TO_FIX}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def read_verified(path: Path, spec: IdxFile) -> tuple[np.ndarray, str]:
+    """Read a raw or gzipped IDX file, verify its checksum, return (array, sha256)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+        opener = gzip.open if head == b"\x1f\x8b" else open
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise DataError(f"{path}: cannot be read or decompressed ({e}); {HOW_TO_FIX}") from e
+    array = parse_idx(raw, spec, path)
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != spec.sha256:
+        raise DataError(f"{path}: SHA-256 {digest} does not match the official "
+                        f"{spec.sha256}: the file is corrupt or not Fashion-MNIST; {HOW_TO_FIX}")
+    return array, digest
+
+
+def find_file(directory: Path, spec: IdxFile) -> Path | None:
+    for candidate in (directory / spec.name, directory / f"{spec.name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_dir(directory: Path) -> FashionMNIST:
+    """Load and verify the four files from one directory (raw or .gz)."""
+    arrays, checksums = {}, {}
+    for key, spec in FILES.items():
+        path = find_file(directory, spec)
+        if path is None:
+            raise DataError(f"{directory}: {spec.name}[.gz] not found; {HOW_TO_FIX}")
+        arrays[key], checksums[spec.name] = read_verified(path, spec)
+    return FashionMNIST(**arrays, source=directory, checksums=checksums)
+
+
+def download(directory: Path = DOWNLOAD_CACHE, mirror: str = MIRROR) -> Path:
+    """Download the four .gz files into ``directory`` with a progress bar, verified."""
+    from tqdm import tqdm
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for spec in FILES.values():
+        target = directory / f"{spec.name}.gz"
+        if target.is_file():
+            continue
+        url = f"{mirror}{spec.name}.gz"
+        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".part")
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response, os.fdopen(fd, "wb") as out:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                with tqdm(total=total, unit="B", unit_scale=True, desc=spec.name) as bar:
+                    while chunk := response.read(1 << 16):
+                        out.write(chunk)
+                        bar.update(len(chunk))
+            read_verified(Path(tmp), spec)  # never keep a file that fails verification
+            os.replace(tmp, target)
+        except (urllib.error.URLError, OSError) as e:
+            raise DataError(f"cannot download {url} ({e}); this machine may have no internet "
+                            f"access: {HOW_TO_FIX}") from e
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    return directory
+
+
+def candidate_dirs() -> list[Path]:
+    return [KERAS_CACHE, DEBIAN_DIR, DOWNLOAD_CACHE]
+
+
+def load(data_dir: str | Path | None = None, *, allow_download: bool = True) -> FashionMNIST:
+    """Load verified Fashion-MNIST, searching the sources in the documented order.
+
+    An explicit ``data_dir`` (or ``FASHION_MNIST_DIR``) must hold valid files: a problem
+    there is an error, not a silent fallback. Implicit locations with bad files are
+    skipped with a warning.
+    """
+    explicit = data_dir or os.environ.get("FASHION_MNIST_DIR")
+    if explicit:
+        return load_dir(Path(explicit).expanduser())
+    problems = []
+    for directory in candidate_dirs():
+        if not any(find_file(directory, spec) for spec in FILES.values()):
+            continue
+        try:
+            data = load_dir(directory)
+        except DataError as e:
+            log.warning("skipping %s: %s", directory, e)
+            problems.append(str(e))
+            continue
+        log.info("Fashion-MNIST from %s", directory)
+        return data
+    if not allow_download:
+        raise DataError("no valid local copy of Fashion-MNIST found in "
+                        f"{', '.join(map(str, candidate_dirs()))}; {HOW_TO_FIX}"
+                        + ("".join(f"\n  {p}" for p in problems)))
+    log.info("no local copy of Fashion-MNIST: downloading from %s", MIRROR)
+    return load_dir(download())
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (keep, held_out) with ``fraction`` of every class held out, seeded."""
+    rng = np.random.default_rng(seed)
+    keep, held = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n = int(round(len(idx) * fraction))
+        held.append(idx[:n])
+        keep.append(idx[n:])
+    return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m train.data: find (or download) and verify the data; exit 1 if impossible."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m train.data", description=main.__doc__)
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--no-download", action="store_true", help="only look for local copies")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        data = load(args.data_dir, allow_download=not args.no_download)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"Fashion-MNIST OK in {data.source}: {len(data.train_labels)} train and "
+          f"{len(data.test_labels)} test images, SHA-256 verified")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

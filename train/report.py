@@ -1,0 +1,109 @@
+"""Evaluation on the official test set, train_report.json, and the plots."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from runtime.labels import CLASS_NAMES
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n: int = len(CLASS_NAMES)) -> np.ndarray:
+    matrix = np.zeros((n, n), dtype=np.int64)
+    np.add.at(matrix, (y_true.astype(int), y_pred.astype(int)), 1)
+    return matrix
+
+
+def classification_metrics(probs: np.ndarray, y_true: np.ndarray) -> dict:
+    """Accuracy, log loss, per-class precision/recall/F1 and the confusion matrix."""
+    y_pred = probs.argmax(axis=1)
+    matrix = confusion_matrix(y_true, y_pred)
+    true_pos = np.diag(matrix).astype(float)
+    precision = np.divide(true_pos, matrix.sum(0), out=np.zeros(len(true_pos)), where=matrix.sum(0) > 0)
+    recall = np.divide(true_pos, matrix.sum(1), out=np.zeros(len(true_pos)), where=matrix.sum(1) > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall,
+                   out=np.zeros(len(true_pos)), where=(precision + recall) > 0)
+    picked = np.clip(probs[np.arange(len(y_true)), y_true.astype(int)], 1e-7, 1.0)
+    return {
+        "test_accuracy": float((y_pred == y_true).mean()),
+        "test_loss": float(-np.log(picked).mean()),
+        "per_class": {name: {"precision": round(float(p), 4), "recall": round(float(r), 4),
+                             "f1": round(float(f), 4)}
+                      for name, p, r, f in zip(CLASS_NAMES, precision, recall, f1)},
+        "confusion_matrix": matrix.tolist(),
+    }
+
+
+def write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(histories: dict[str, dict], path: Path) -> None:
+    """Training and validation accuracy and loss, float then QAT epochs in sequence."""
+    plt = _figure()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    offset = 0
+    for stage, history in histories.items():
+        epochs = np.arange(1, len(history.get("loss", [])) + 1) + offset
+        for ax, metric in zip(axes, ("accuracy", "loss")):
+            ax.plot(epochs, history.get(metric, []), marker=".", label=f"{stage} train")
+            ax.plot(epochs, history.get(f"val_{metric}", []), marker=".", label=f"{stage} validation")
+        offset += len(epochs)
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("Fashion-MNIST training (validation split from the training set)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_confusion(matrix: np.ndarray, path: Path, title: str) -> None:
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(8, 7))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(CLASS_NAMES)), CLASS_NAMES, rotation=45, ha="right")
+    ax.set_yticks(range(len(CLASS_NAMES)), CLASS_NAMES)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    threshold = matrix.max() / 2
+    for (i, j), value in np.ndenumerate(matrix):
+        ax.text(j, i, str(value), ha="center", va="center", fontsize=8,
+                color="white" if value > threshold else "black")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_samples(images: np.ndarray, labels: np.ndarray, path: Path, per_class: int = 8) -> None:
+    """A grid with ``per_class`` training images of every class, labelled."""
+    plt = _figure()
+    fig, axes = plt.subplots(len(CLASS_NAMES), per_class, figsize=(per_class * 1.1, 12))
+    for c, name in enumerate(CLASS_NAMES):
+        for k, idx in enumerate(np.flatnonzero(labels == c)[:per_class]):
+            ax = axes[c, k]
+            ax.imshow(images[idx], cmap="gray", vmin=0, vmax=255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[c, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    fig.suptitle("Fashion-MNIST training images")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
