@@ -11,18 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import QUICK_ARGS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    from train.__main__ import main
-
-    out = tmp_path_factory.mktemp("run")
-    assert main(["--limit", "3000", "--epochs", "3", "--qat-epochs", "1", "--out", str(out)]) == 0
-    return out
 
 
 def test_report_has_every_key(quick_run):
@@ -72,7 +64,7 @@ def test_rerun_with_same_config_reuses_finished_stages(quick_run, capsys):
     from train.__main__ import main
 
     before = (quick_run / "qat_model.h5").stat().st_mtime
-    assert main(["--limit", "3000", "--epochs", "3", "--qat-epochs", "1", "--out", str(quick_run)]) == 0
+    assert main([*QUICK_ARGS, "--out", str(quick_run)]) == 0
     assert (quick_run / "qat_model.h5").stat().st_mtime == before
 
 

@@ -210,6 +210,8 @@ def run_stage(state: RunState, stage: str, out: Path, model_file: str, train_fn)
             "wall_time_s": round(time.time() - started, 1)}
     state.finish(stage, info)
     shutil.rmtree(out / "backup" / stage, ignore_errors=True)
+    if (out / "backup").is_dir() and not any((out / "backup").iterdir()):
+        (out / "backup").rmdir()
     return model, info
 
 

@@ -1,0 +1,130 @@
+"""python -m export: QAT model -> int8 TFLite / float + int8 ONNX, then the parity gate."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+FORMATS = ("tflite", "onnx", "all")
+ARTIFACTS = {  # format name in parity.json -> file name in --out (and in runtime/models)
+    "tflite-int8": "fashion_int8.tflite",
+    "onnx-float": "fashion_float.onnx",
+    "onnx-int8": "fashion_int8.onnx",
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m export", description=__doc__)
+    p.add_argument("--format", choices=FORMATS, default="all")
+    p.add_argument("--model", type=Path, default=Path("artifacts/qat_model.h5"),
+                   help="the QAT model written by `python -m train`")
+    p.add_argument("--out", type=Path, default=None, help="default: the model's directory")
+    p.add_argument("--calibration-size", type=int, default=1000,
+                   help="training images (stratified) to calibrate int8 ranges")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--check", action="store_true",
+                   help="only run the parity gate on the models already in --out")
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--seed", type=int, default=0, help="calibration sampling seed")
+    args = p.parse_args(argv)
+    if args.opset < 17:
+        p.error("--opset must be 17 or newer")
+    if args.calibration_size < 10:
+        p.error("--calibration-size must be at least 10 (one image per class)")
+    args.out = args.out or args.model.parent
+    return args
+
+
+def export(args, qat_model, dataset) -> None:
+    from export import convert
+    from export.calibration import calibration_images
+    from export.metadata import build_metadata, model_version, training_summary
+
+    calibration = calibration_images(dataset.train_images, dataset.train_labels,
+                                     args.calibration_size, args.seed)
+    version = model_version(args.model)
+    training = training_summary(args.model.parent / "train_report.json")
+
+    def meta(fmt):
+        return build_metadata(fmt, version, training)
+
+    if args.format in ("tflite", "all"):
+        path = convert.export_tflite(qat_model, calibration, args.out / ARTIFACTS["tflite-int8"],
+                                     meta("tflite-int8"))
+        print(f"wrote {path}")
+    if args.format in ("onnx", "all"):
+        float_path = convert.export_onnx_float(convert.float_from_qat(qat_model, training.get("architecture") or "edge"),
+                                               args.out / ARTIFACTS["onnx-float"],
+                                               meta("onnx-float"), calibration, args.opset)
+        print(f"wrote {float_path}")
+        path = convert.export_onnx_int8(float_path, args.out / ARTIFACTS["onnx-int8"],
+                                        meta("onnx-int8"), calibration)
+        print(f"wrote {path}")
+
+
+def parity(args, qat_model, dataset) -> int:
+    from export import parity as gate
+    from train.report import write_json
+    from train.trainer import as_input
+
+    models = {name: args.out / file for name, file in ARTIFACTS.items() if (args.out / file).is_file()}
+    if not models:
+        print(f"error: no exported models in {args.out}: run `python -m export --format all`",
+              file=sys.stderr)
+        return 2
+    images = as_input(dataset.test_images)
+    reference = qat_model.predict(images, batch_size=1000, verbose=0)
+    results = gate.evaluate(reference, args.model.stat().st_size, models, images, dataset.test_labels)
+    problems = gate.failures(results)
+    payload = {"test_images": len(images), "reference": gate.REFERENCE, "formats": results,
+               "int8_vs_float_per_class": gate.int8_vs_float(results),
+               "thresholds": {"max_int8_accuracy_drop": gate.MAX_INT8_ACCURACY_DROP,
+                              "min_int8_top1_agreement": gate.MIN_INT8_AGREEMENT},
+               "passed": not problems, "failures": problems}
+    write_json(args.out / "parity.json", payload)
+    print(f"\nParity on the official test set ({len(images)} images), reference {gate.REFERENCE}:")
+    print(gate.table(results))
+    for problem in problems:
+        print(f"FAIL {problem}", file=sys.stderr)
+    print(f"parity {'FAILED' if problems else 'passed'}; wrote {args.out / 'parity.json'}")
+    return 1 if problems else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    if not args.model.is_file():
+        print(f"error: no QAT model at {args.model}: run `python -m train` or pass --model",
+              file=sys.stderr)
+        return 2
+    from train.data import DataError, load
+    from train.trainer import load_qat_model
+
+    started = time.time()
+    try:
+        dataset = load(args.data_dir)
+        try:
+            qat_model = load_qat_model(args.model)
+        except (OSError, ValueError) as e:
+            print(f"error: {args.model} is not a readable QAT model ({e}); re-run `python -m train`",
+                  file=sys.stderr)
+            return 2
+        if not args.check:
+            export(args, qat_model, dataset)
+        code = parity(args, qat_model, dataset)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: no partial model was left; existing models are unchanged",
+              file=sys.stderr)
+        return 130
+    print(f"done in {time.time() - started:.0f} s")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

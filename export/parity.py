@@ -1,0 +1,77 @@
+"""The parity gate: every exported format against the QAT Keras model, on the full test set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from runtime.backends import open_backend
+from runtime.labels import CLASS_NAMES
+from train.report import confusion_matrix
+
+MAX_INT8_ACCURACY_DROP = 0.005  # int8 may be at most 0.5 pp below the QAT model...
+MIN_INT8_AGREEMENT = 0.99  # ...and must agree with it on top-1 for 99% of the images
+REFERENCE = "keras-qat"
+
+
+def run_backend(path: Path, images: np.ndarray, chunk: int = 1000) -> np.ndarray:
+    backend = open_backend(path)
+    return np.concatenate([backend.run(images[i:i + chunk]) for i in range(0, len(images), chunk)])
+
+
+def compare(probs: np.ndarray, reference: np.ndarray, labels: np.ndarray, size_bytes: int) -> dict:
+    matrix = confusion_matrix(labels, probs.argmax(1))
+    diff = np.abs(probs - reference)
+    return {
+        "accuracy": float((probs.argmax(1) == labels).mean()),
+        "top1_agreement": float((probs.argmax(1) == reference.argmax(1)).mean()),
+        "mean_abs_prob_diff": float(diff.mean()),
+        "max_abs_prob_diff": float(diff.max()),
+        "size_kb": round(size_bytes / 1024, 1),
+        "per_class_recall": {name: round(float(matrix[i, i] / max(matrix[i].sum(), 1)), 4)
+                             for i, name in enumerate(CLASS_NAMES)},
+        "confusion_matrix": matrix.tolist(),
+    }
+
+
+def evaluate(reference_probs: np.ndarray, reference_size: int, models: dict[str, Path],
+             images: np.ndarray, labels: np.ndarray) -> dict:
+    """Metrics per format; ``models`` maps a format name (e.g. "tflite-int8") to its file."""
+    results = {REFERENCE: compare(reference_probs, reference_probs, labels, reference_size)}
+    for name, path in models.items():
+        results[name] = compare(run_backend(path, images), reference_probs, labels, path.stat().st_size)
+    return results
+
+
+def int8_vs_float(results: dict) -> dict:
+    """Per-class recall of each int8 format beside the float one, and the change in pp."""
+    float_name = "onnx-float" if "onnx-float" in results else REFERENCE
+    base = results[float_name]["per_class_recall"]
+    return {name: {cls: {"float": base[cls], "int8": r["per_class_recall"][cls],
+                         "delta_pp": round(100 * (r["per_class_recall"][cls] - base[cls]), 2)}
+                   for cls in CLASS_NAMES}
+            for name, r in results.items() if "int8" in name}
+
+
+def failures(results: dict) -> list[str]:
+    """Why the gate fails (empty when it passes)."""
+    ref = results[REFERENCE]["accuracy"]
+    problems = []
+    for name, r in results.items():
+        if "int8" not in name:
+            continue
+        if r["accuracy"] < ref - MAX_INT8_ACCURACY_DROP:
+            problems.append(f"{name}: accuracy {r['accuracy']:.2%} is more than "
+                            f"{MAX_INT8_ACCURACY_DROP:.1%} below the QAT model's {ref:.2%}")
+        if r["top1_agreement"] < MIN_INT8_AGREEMENT:
+            problems.append(f"{name}: top-1 agreement {r['top1_agreement']:.2%} < {MIN_INT8_AGREEMENT:.0%}")
+    return problems
+
+
+def table(results: dict) -> str:
+    rows = [f"{'format':<14}{'accuracy':>10}{'agree':>9}{'mean|dp|':>11}{'max|dp|':>10}{'size KB':>10}"]
+    for name, r in results.items():
+        rows.append(f"{name:<14}{r['accuracy']:>10.2%}{r['top1_agreement']:>9.2%}"
+                    f"{r['mean_abs_prob_diff']:>11.5f}{r['max_abs_prob_diff']:>10.4f}{r['size_kb']:>10.1f}")
+    return "\n".join(rows)

@@ -1,0 +1,194 @@
+"""Turn any image into what the model was trained on: a 28x28 bright-on-black garment.
+
+A 28x28 Fashion-MNIST-style array is only rescaled. Anything else (gray, BGR, BGRA, any
+size, a camera frame) goes through ``find_object``: grayscale, a background model fitted
+to the border (a plane, so an even lighting gradient cancels), polarity (a dark garment
+on a light backdrop becomes bright on black, as the dataset negated its photos), a crop
+to the object with a margin, and the dataset's own framing: longest side scaled to 28,
+centred, contrast stretched to the full range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+try:  # OpenCV is optional: fast colour conversion and resizing when present
+    import cv2
+except ImportError:  # pragma: no cover - exercised in the base-install test
+    cv2 = None
+
+SIZE = 28
+WORK_WIDTH = 96  # frames are analysed at this width: fast, and enough to find a garment
+MIN_CONTRAST = 0.08  # object-vs-background difference (0-1) below which nothing is there
+MARGIN = 0.06  # fraction of the box added on every side before framing
+SUPPORTED_DTYPES = (np.uint8, np.uint16, np.float16, np.float32, np.float64)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A model-ready 28x28 float image in [0, 1] and whether an object was found."""
+    image: np.ndarray
+    found: bool
+    box: tuple[int, int, int, int] | None  # x, y, w, h in the input image
+
+
+def validate(image: object) -> np.ndarray:
+    """Check an input image; raise ValueError that says what was expected."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"expected a numpy array image, got {type(image).__name__}")
+    if image.dtype.type not in SUPPORTED_DTYPES:
+        raise ValueError(f"unsupported dtype {image.dtype}; expected uint8 (0-255), uint16, "
+                         "or float (0-1)")
+    if image.ndim == 3 and image.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected 1 (gray), 3 (BGR) or 4 (BGRA) channels, got shape {image.shape}")
+    if image.ndim not in (2, 3):
+        raise ValueError(f"expected an image of shape (H, W) or (H, W, C), got shape {image.shape}")
+    if image.size == 0 or min(image.shape[:2]) < 1:
+        raise ValueError(f"empty image of shape {image.shape}")
+    if image.dtype.kind == "f":
+        if not np.isfinite(image).all():
+            raise ValueError("image contains NaN or infinite values")
+        low, high = float(image.min()), float(image.max())
+        if low < 0.0 or high > 1.0:
+            raise ValueError(f"float images must be in [0, 1], got values in [{low:g}, {high:g}]; "
+                             "pass uint8 for 0-255 data")
+    return image
+
+
+def to_unit_gray(image: np.ndarray) -> np.ndarray:
+    """Grayscale float32 in [0, 1] from gray, BGR or BGRA of any supported dtype."""
+    if image.ndim == 3:
+        if image.shape[2] == 1:
+            image = image[..., 0]
+        elif cv2 is not None and image.dtype in (np.uint8, np.uint16, np.float32):
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
+        else:
+            image = image[..., :3].astype(np.float32) @ np.float32([0.114, 0.587, 0.299])
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) * np.float32(1 / 255)
+    if image.dtype == np.uint16:
+        return image.astype(np.float32) * np.float32(1 / 65535)
+    return image.astype(np.float32, copy=False)
+
+
+def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Area-average downscale (or nearest upscale) of a 2-D float image."""
+    if cv2 is not None:
+        return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    h, w = image.shape
+    if height <= h and width <= w:  # box filter: sum over row/column bands
+        ys = np.linspace(0, h, height + 1).astype(int)
+        xs = np.linspace(0, w, width + 1).astype(int)
+        sums = np.add.reduceat(np.add.reduceat(image, ys[:-1], axis=0), xs[:-1], axis=1)
+        return (sums / np.outer(np.diff(ys), np.diff(xs))).astype(np.float32)
+    rows = np.minimum((np.arange(height) + 0.5) * h / height, h - 1).astype(int)
+    cols = np.minimum((np.arange(width) + 0.5) * w / width, w - 1).astype(int)
+    return image[rows][:, cols]
+
+
+def fit_background(small: np.ndarray) -> np.ndarray:
+    """Coefficients (a, b, c) of the background plane a + b*x + c*y, x and y in [0, 1).
+
+    Least squares over the border pixels, refitted without outliers (a sleeve or a
+    shadow touching the border). Normalised coordinates make the plane independent
+    of the resolution it was fitted at.
+    """
+    h, w = small.shape
+    border = np.zeros((h, w), bool)
+    band = max(1, min(h, w) // 16)
+    border[:band], border[-band:], border[:, :band], border[:, -band:] = True, True, True, True
+    yy, xx = np.nonzero(border)
+    design = np.stack([np.ones(len(xx), np.float32), xx / w, yy / h], 1).astype(np.float32)
+    values = small[border]
+    coef, *_ = np.linalg.lstsq(design, values, rcond=None)
+    residual = np.abs(values - design @ coef)
+    inliers = residual <= max(float(np.median(residual)) * 3, 1e-3)
+    if inliers.sum() >= 3:
+        coef, *_ = np.linalg.lstsq(design[inliers], values[inliers], rcond=None)
+    return coef.astype(np.float32)
+
+
+def plane(coef: np.ndarray, shape: tuple[int, int], box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """The background plane over ``box`` (x0, y0, x1, y1) of an image of ``shape``."""
+    h, w = shape
+    x0, y0, x1, y1 = box or (0, 0, w, h)
+    xs = np.arange(x0, x1, dtype=np.float32) / w
+    ys = np.arange(y0, y1, dtype=np.float32) / h
+    return coef[0] + coef[1] * xs[None, :] + coef[2] * ys[:, None]
+
+
+def object_box(signal: np.ndarray, threshold: float) -> tuple[int, int, int, int] | None:
+    """Bounding box (x, y, w, h) of the pixels above ``threshold``; None if too few."""
+    mask = signal > threshold
+    if mask.sum() < max(4, signal.size // 400):
+        return None
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    return int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
+
+
+def frame_like_dataset(signal: np.ndarray) -> np.ndarray:
+    """Longest side to 28, centred on a black 28x28 canvas, contrast to the full range."""
+    h, w = signal.shape
+    scale = SIZE / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    canvas = np.zeros((SIZE, SIZE), np.float32)
+    top, left = (SIZE - nh) // 2, (SIZE - nw) // 2
+    canvas[top:top + nh, left:left + nw] = resize(signal, nw, nh)
+    peak = float(np.percentile(canvas, 99.5))
+    return np.clip(canvas / peak, 0.0, 1.0) if peak > 0 else canvas
+
+
+def find_object(gray: np.ndarray) -> Prepared:
+    """Locate the garment in a grayscale [0, 1] frame and frame it like Fashion-MNIST."""
+    h, w = gray.shape
+    nothing = Prepared(np.zeros((SIZE, SIZE), np.float32), False, None)
+    # 1. analyse a small copy: speed, and the averaging suppresses sensor noise
+    factor = min(1.0, WORK_WIDTH / w)
+    small = resize(gray, max(8, round(w * factor)), max(8, round(h * factor)))
+    sy, sx = small.shape[0] / h, small.shape[1] / w
+    # 2. background plane and polarity: dark-on-light becomes bright-on-black
+    coef = fit_background(small)
+    background = plane(coef, small.shape)
+    light_backdrop = float(np.median(background)) > 0.5
+    signal = (background - small) if light_backdrop else (small - background)
+    # 3. a threshold relative to the strongest object response
+    contrast = float(np.percentile(signal, 99))
+    if contrast < MIN_CONTRAST:
+        return nothing
+    box = object_box(signal, max(contrast * 0.25, MIN_CONTRAST / 2))
+    if box is None:
+        return nothing
+    # 4. the box in full resolution, with a margin, clipped to the frame
+    x, y, bw, bh = box
+    m = MARGIN * max(bw, bh)
+    x0, y0 = max(0, int((x - m) / sx)), max(0, int((y - m) / sy))
+    x1, y1 = min(w, int(np.ceil((x + bw + m) / sx))), min(h, int(np.ceil((y + bh + m) / sy)))
+    # 5. full-resolution object signal inside the box
+    crop = gray[y0:y1, x0:x1]
+    patch = plane(coef, (h, w), (x0, y0, x1, y1))
+    crop_signal = np.clip((patch - crop) if light_backdrop else (crop - patch), 0.0, None)
+    return Prepared(frame_like_dataset(crop_signal), True, (x0, y0, x1 - x0, y1 - y0))
+
+
+def prepare(image: np.ndarray, roi: tuple[int, int, int, int] | None = None) -> Prepared:
+    """Validate ``image`` and return the model-ready 28x28 float image."""
+    image = validate(image)
+    if roi is not None:
+        image = crop_roi(image, roi)
+    if image.shape[:2] == (SIZE, SIZE) and (image.ndim == 2 or image.shape[2] == 1):
+        # already Fashion-MNIST style: bright garment on black, only rescale
+        return Prepared(to_unit_gray(image), True, (0, 0, SIZE, SIZE))
+    return find_object(to_unit_gray(image))
+
+
+def crop_roi(image: np.ndarray, roi: tuple[int, int, int, int]) -> np.ndarray:
+    try:
+        x, y, w, h = (int(v) for v in roi)
+    except (TypeError, ValueError):
+        raise ValueError(f"roi must be four integers (x, y, width, height), got {roi!r}") from None
+    height, width = image.shape[:2]
+    if w < 1 or h < 1 or x < 0 or y < 0 or x + w > width or y + h > height:
+        raise ValueError(f"roi {roi} does not fit inside the {width}x{height} image")
+    return image[y:y + h, x:x + w]
