@@ -3,14 +3,31 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 OUT    ?= artifacts
+MODELS := runtime/models
 
-.PHONY: demo test data train clean
+.PHONY: demo test data train export bench models clean
 
-demo: $(VENV)/.all data
-	$(BIN)/python -m train --out $(OUT)
+## demo: set up, train float + QAT, export every format, parity gate, results table
+demo: $(VENV)/.all data train export bench
+	$(BIN)/python -m export.results $(OUT)
 
+## test: the test suite (uses the bundled models and small training runs)
 test: $(VENV)/.dev data
 	$(BIN)/python -m pytest -q
+
+train: $(VENV)/.all data
+	$(BIN)/python -m train --out $(OUT)
+
+export: $(VENV)/.all data
+	$(BIN)/python -m export --format all --model $(OUT)/qat_model.h5 --out $(OUT)
+
+bench: $(VENV)/.all
+	$(BIN)/python -m runtime.bench --models $(OUT) --out $(OUT)/bench.json --keras-model $(OUT)/float_model.h5
+
+## models: reproduce the bundled pretrained models (and the test's golden file) from a demo run
+models: demo
+	cp $(OUT)/fashion_int8.tflite $(OUT)/fashion_int8.onnx $(OUT)/fashion_float.onnx $(MODELS)/
+	cp $(OUT)/qat_test_predictions.npy $(OUT)/parity.json $(OUT)/train_report.json $(MODELS)/
 
 # The official files: found locally, else Debian's package (as root), else the mirror.
 data: $(VENV)/.all
@@ -20,11 +37,11 @@ data: $(VENV)/.all
 	     (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)); } || true
 	$(BIN)/python -m train.data
 
-$(VENV)/bin/python:
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.all: pyproject.toml $(VENV)/bin/python
+$(VENV)/.all: pyproject.toml $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[all]'
 	touch $@
 

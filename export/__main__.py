@@ -8,7 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 FORMATS = ("tflite", "onnx", "all")
+GOLDEN = "qat_test_predictions.npy"
 ARTIFACTS = {  # format name in parity.json -> file name in --out (and in runtime/models)
     "tflite-int8": "fashion_int8.tflite",
     "onnx-float": "fashion_float.onnx",
@@ -78,6 +81,8 @@ def parity(args, qat_model, dataset) -> int:
     images = as_input(dataset.test_images)
     reference = qat_model.predict(images, batch_size=1000, verbose=0)
     results = gate.evaluate(reference, args.model.stat().st_size, models, images, dataset.test_labels)
+    # golden file: the QAT model's top-1 on the test set, for tests of the bundled models
+    np.save(args.out / GOLDEN, reference.argmax(1).astype(np.uint8))
     problems = gate.failures(results)
     payload = {"test_images": len(images), "reference": gate.REFERENCE, "formats": results,
                "int8_vs_float_per_class": gate.int8_vs_float(results),

@@ -20,10 +20,11 @@ except ImportError:  # pragma: no cover - exercised in the base-install test
     cv2 = None
 
 SIZE = 28
-WORK_WIDTH = 96  # frames are analysed at this width: fast, and enough to find a garment
+WORK_SIZE = 96  # frames are analysed with their longest side about this long: fast, enough
 MIN_CONTRAST = 0.08  # object-vs-background difference (0-1) below which nothing is there
 MARGIN = 0.06  # fraction of the box added on every side before framing
 SUPPORTED_DTYPES = (np.uint8, np.uint16, np.float16, np.float32, np.float64)
+CV_DTYPES = (np.uint8, np.uint16, np.float32)  # what cv2.cvtColor and cv2.resize take
 
 
 @dataclass(frozen=True)
@@ -57,26 +58,32 @@ def validate(image: object) -> np.ndarray:
     return image
 
 
-def to_unit_gray(image: np.ndarray) -> np.ndarray:
-    """Grayscale float32 in [0, 1] from gray, BGR or BGRA of any supported dtype."""
-    if image.ndim == 3:
-        if image.shape[2] == 1:
-            image = image[..., 0]
-        elif cv2 is not None and image.dtype in (np.uint8, np.uint16, np.float32):
-            image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
-        else:
-            image = image[..., :3].astype(np.float32) @ np.float32([0.114, 0.587, 0.299])
-    if image.dtype == np.uint8:
-        return image.astype(np.float32) * np.float32(1 / 255)
-    if image.dtype == np.uint16:
-        return image.astype(np.float32) * np.float32(1 / 65535)
-    return image.astype(np.float32, copy=False)
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """2-D grayscale in the input's own dtype (converting a whole frame to float is slow)."""
+    if image.ndim == 2:
+        return image
+    if image.shape[2] == 1:
+        return image[..., 0]
+    if cv2 is not None and image.dtype in CV_DTYPES:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
+    gray = image[..., :3].astype(np.float32) @ np.float32([0.114, 0.587, 0.299])  # BGR weights
+    return gray.astype(image.dtype) if image.dtype.kind == "u" else gray
+
+
+def to_unit(gray: np.ndarray) -> np.ndarray:
+    """float32 in [0, 1] from uint8 (0-255), uint16 (0-65535) or float (0-1) pixels."""
+    if gray.dtype == np.uint8:
+        return gray.astype(np.float32) * np.float32(1 / 255)
+    if gray.dtype == np.uint16:
+        return gray.astype(np.float32) * np.float32(1 / 65535)
+    return gray.astype(np.float32, copy=False)
 
 
 def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Area-average downscale (or nearest upscale) of a 2-D float image."""
-    if cv2 is not None:
-        return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    """Area-average downscale (or nearest upscale) of a 2-D image, as float32 in [0, 1]."""
+    if cv2 is not None and image.dtype in CV_DTYPES:
+        return to_unit(cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA))
+    image = to_unit(image)
     h, w = image.shape
     if height <= h and width <= w:  # box filter: sum over row/column bands
         ys = np.linspace(0, h, height + 1).astype(int)
@@ -110,13 +117,21 @@ def fit_background(small: np.ndarray) -> np.ndarray:
     return coef.astype(np.float32)
 
 
-def plane(coef: np.ndarray, shape: tuple[int, int], box: tuple[int, int, int, int] | None = None) -> np.ndarray:
-    """The background plane over ``box`` (x0, y0, x1, y1) of an image of ``shape``."""
+def plane(coef: np.ndarray, shape: tuple[int, int], box: tuple[int, int, int, int] | None = None,
+          step: int = 1) -> np.ndarray:
+    """The background plane over ``box`` (x0, y0, x1, y1) of an image of ``shape``,
+    sampled at the centres of ``step`` x ``step`` blocks."""
     h, w = shape
     x0, y0, x1, y1 = box or (0, 0, w, h)
-    xs = np.arange(x0, x1, dtype=np.float32) / w
-    ys = np.arange(y0, y1, dtype=np.float32) / h
+    xs = (np.arange(x0, x1 - step + 1, step, dtype=np.float32) + (step - 1) / 2) / w
+    ys = (np.arange(y0, y1 - step + 1, step, dtype=np.float32) + (step - 1) / 2) / h
     return coef[0] + coef[1] * xs[None, :] + coef[2] * ys[:, None]
+
+
+def shrink(image: np.ndarray, step: int) -> np.ndarray:
+    """Average ``step`` x ``step`` blocks (an exact integer ratio: OpenCV's fast path)."""
+    h, w = (image.shape[0] // step) * step, (image.shape[1] // step) * step
+    return resize(image[:h, :w], w // step, h // step)
 
 
 def object_box(signal: np.ndarray, threshold: float) -> tuple[int, int, int, int] | None:
@@ -141,17 +156,18 @@ def frame_like_dataset(signal: np.ndarray) -> np.ndarray:
 
 
 def find_object(gray: np.ndarray) -> Prepared:
-    """Locate the garment in a grayscale [0, 1] frame and frame it like Fashion-MNIST."""
+    """Locate the garment in a 2-D grayscale frame and frame it like Fashion-MNIST."""
     h, w = gray.shape
     nothing = Prepared(np.zeros((SIZE, SIZE), np.float32), False, None)
     # 1. analyse a small copy: speed, and the averaging suppresses sensor noise
-    factor = min(1.0, WORK_WIDTH / w)
-    small = resize(gray, max(8, round(w * factor)), max(8, round(h * factor)))
-    sy, sx = small.shape[0] / h, small.shape[1] / w
+    step = max(1, -(-max(h, w) // WORK_SIZE))
+    small = shrink(gray, step)
+    if min(small.shape) < 4:
+        small, step = to_unit(gray), 1
     # 2. background plane and polarity: dark-on-light becomes bright-on-black
     coef = fit_background(small)
     background = plane(coef, small.shape)
-    light_backdrop = float(np.median(background)) > 0.5
+    light_backdrop = float(coef[0] + (coef[1] + coef[2]) / 2) > 0.5  # the plane at the centre
     signal = (background - small) if light_backdrop else (small - background)
     # 3. a threshold relative to the strongest object response
     contrast = float(np.percentile(signal, 99))
@@ -163,11 +179,12 @@ def find_object(gray: np.ndarray) -> Prepared:
     # 4. the box in full resolution, with a margin, clipped to the frame
     x, y, bw, bh = box
     m = MARGIN * max(bw, bh)
-    x0, y0 = max(0, int((x - m) / sx)), max(0, int((y - m) / sy))
-    x1, y1 = min(w, int(np.ceil((x + bw + m) / sx))), min(h, int(np.ceil((y + bh + m) / sy)))
-    # 5. full-resolution object signal inside the box
-    crop = gray[y0:y1, x0:x1]
-    patch = plane(coef, (h, w), (x0, y0, x1, y1))
+    x0, y0 = max(0, int((x - m) * step)), max(0, int((y - m) * step))
+    x1, y1 = min(w, int(np.ceil((x + bw + m) * step))), min(h, int(np.ceil((y + bh + m) * step)))
+    # 5. the object signal inside the box, at about twice the output resolution
+    k = max(1, max(x1 - x0, y1 - y0) // (2 * SIZE))
+    crop = shrink(gray[y0:y1, x0:x1], k)
+    patch = plane(coef, (h, w), (x0, y0, x0 + crop.shape[1] * k, y0 + crop.shape[0] * k), k)
     crop_signal = np.clip((patch - crop) if light_backdrop else (crop - patch), 0.0, None)
     return Prepared(frame_like_dataset(crop_signal), True, (x0, y0, x1 - x0, y1 - y0))
 
@@ -179,8 +196,8 @@ def prepare(image: np.ndarray, roi: tuple[int, int, int, int] | None = None) -> 
         image = crop_roi(image, roi)
     if image.shape[:2] == (SIZE, SIZE) and (image.ndim == 2 or image.shape[2] == 1):
         # already Fashion-MNIST style: bright garment on black, only rescale
-        return Prepared(to_unit_gray(image), True, (0, 0, SIZE, SIZE))
-    return find_object(to_unit_gray(image))
+        return Prepared(to_unit(to_gray(image)), True, (0, 0, SIZE, SIZE))
+    return find_object(to_gray(image))
 
 
 def crop_roi(image: np.ndarray, roi: tuple[int, int, int, int]) -> np.ndarray:

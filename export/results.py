@@ -1,0 +1,61 @@
+"""python -m export.results DIR: one table from train_report.json, parity.json and bench.json.
+
+Prints it and writes DIR/results.md; every figure comes from those files, which name the
+command that made them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+FILES = {"tflite-int8": "fashion_int8.tflite", "onnx-int8": "fashion_int8.onnx",
+         "onnx-float": "fashion_float.onnx"}
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def summary(out: Path) -> str:
+    train, parity, bench = (load(out / name) for name in ("train_report.json", "parity.json", "bench.json"))
+    latency = {m["model"]: m for m in bench.get("models", [])}
+    lines = ["| model | test accuracy | top-1 agreement with QAT | size KB | batch-1 latency, 1 thread (median) |",
+             "| --- | --- | --- | --- | --- |"]
+    if train:
+        lines.append(f"| Keras float (`python -m train`) | {train['float']['test_accuracy']:.2%} | | | |")
+    for name, r in parity.get("formats", {}).items():
+        bench_row = latency.get(FILES.get(name, ""), {})
+        us = bench_row.get("predict_1thread", {}).get("median_us")
+        lines.append(f"| {name} | {r['accuracy']:.2%} | {r['top1_agreement']:.2%} | {r['size_kb']} | "
+                     f"{f'{us:.0f} µs' if us else ''} |")
+    notes = []
+    if train:
+        notes.append(f"training: {train['float']['epochs_run']} float + {train['qat']['epochs_run']} QAT "
+                     f"epochs in {train['wall_time_s'] / 60:.1f} min, {train['parameters']:,} parameters, "
+                     f"{train['macs'] / 1e6:.1f}M multiply-adds, on {train['machine']['platform']}")
+    if parity:
+        notes.append(f"parity gate: {'passed' if parity['passed'] else 'FAILED: ' + '; '.join(parity['failures'])}")
+    if bench.get("keras"):
+        k = bench["keras"]
+        notes.append(f"Predictor.predict (int8 ONNX) vs the float Keras model per image: "
+                     f"{k['speedup_vs_predict']}x faster than model.predict, {k['speedup_vs_call']}x than model(x)")
+    if bench:
+        notes.append(f"latency: python -m runtime.bench, {bench['machine']['cpus']} CPUs, {bench['date']}")
+    return "\n".join(lines + [""] + [f"- {n}" for n in notes])
+
+
+def main(argv: list[str] | None = None) -> int:
+    out = Path((argv or sys.argv[1:] or ["artifacts"])[0])
+    if not (out / "parity.json").is_file() and not (out / "train_report.json").is_file():
+        print(f"error: no train_report.json or parity.json in {out}: run `make demo`", file=sys.stderr)
+        return 2
+    text = summary(out)
+    (out / "results.md").write_text(text + "\n")
+    print(f"\nResults ({out}/results.md):\n{text}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
