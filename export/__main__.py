@@ -41,7 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def export(args, qat_model, dataset) -> None:
+def export(args, qat_model, dataset) -> dict[str, Path]:
+    """Write the formats asked for; returns {format name: path}."""
     from export import convert
     from export.calibration import calibration_images
     from export.metadata import build_metadata, model_version, training_summary
@@ -54,26 +55,28 @@ def export(args, qat_model, dataset) -> None:
     def meta(fmt):
         return build_metadata(fmt, version, training)
 
+    paths = {name: args.out / file for name, file in ARTIFACTS.items()}
+    written = {}
     if args.format in ("tflite", "all"):
-        path = convert.export_tflite(qat_model, calibration, args.out / ARTIFACTS["tflite-int8"],
-                                     meta("tflite-int8"))
-        print(f"wrote {path}")
+        written["tflite-int8"] = convert.export_tflite(qat_model, calibration, paths["tflite-int8"],
+                                                       meta("tflite-int8"))
     if args.format in ("onnx", "all"):
-        float_path = convert.export_onnx_float(convert.float_from_qat(qat_model, training.get("architecture") or "edge"),
-                                               args.out / ARTIFACTS["onnx-float"],
-                                               meta("onnx-float"), calibration, args.opset)
-        print(f"wrote {float_path}")
-        path = convert.export_onnx_int8(float_path, args.out / ARTIFACTS["onnx-int8"],
-                                        meta("onnx-int8"), calibration)
+        float_model = convert.float_from_qat(qat_model, training.get("architecture") or "edge")
+        written["onnx-float"] = convert.export_onnx_float(float_model, paths["onnx-float"],
+                                                          meta("onnx-float"), calibration, args.opset)
+        written["onnx-int8"] = convert.export_onnx_int8(paths["onnx-float"], paths["onnx-int8"],
+                                                        meta("onnx-int8"), calibration)
+    for path in written.values():
         print(f"wrote {path}")
+    return written
 
 
-def parity(args, qat_model, dataset) -> int:
+def parity(args, qat_model, dataset, models: dict[str, Path]) -> int:
+    """Gate ``models`` ({format name: path}) against the QAT model; exit code 0 or 1."""
     from export import parity as gate
     from train.report import write_json
     from train.trainer import as_input
 
-    models = {name: args.out / file for name, file in ARTIFACTS.items() if (args.out / file).is_file()}
     if not models:
         print(f"error: no exported models in {args.out}: run `python -m export --format all`",
               file=sys.stderr)
@@ -117,10 +120,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {args.model} is not a readable QAT model ({e}); re-run `python -m train`",
                   file=sys.stderr)
             return 2
-        if not args.check:
-            export(args, qat_model, dataset)
-        code = parity(args, qat_model, dataset)
-    except DataError as e:
+        if args.check:
+            models = {name: args.out / file for name, file in ARTIFACTS.items() if (args.out / file).is_file()}
+        else:
+            models = export(args, qat_model, dataset)
+        code = parity(args, qat_model, dataset, models)
+    except (DataError, ValueError) as e:  # ValueError: a QAT model of an unknown architecture
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

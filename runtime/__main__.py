@@ -15,7 +15,7 @@ def read_image(path: Path):
     try:
         import cv2
     except ImportError:
-        raise SystemExit("error: reading image files needs OpenCV: pip install 'fashion-edge[camera]'")
+        raise SystemExit("error: reading image files needs OpenCV: pip install 'fashion-edge[camera]'") from None
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -57,10 +57,10 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"image": str(path), "label": prediction.label, "index": prediction.index,
                               "confidence": round(prediction.confidence, 4),
                               "object_found": prediction.object_found,
-                              "top_k": [{"label": l, "confidence": round(c, 4)} for l, c in top]}))
+                              "top_k": [{"label": name, "confidence": round(c, 4)} for name, c in top]}))
         else:
             print(f"{path}: {prediction.label} ({prediction.confidence:.1%})  "
-                  + ", ".join(f"{l} {c:.1%}" for l, c in top[1:]))
+                  + ", ".join(f"{name} {c:.1%}" for name, c in top[1:]))
     return 1 if failed else 0
 
 

@@ -152,7 +152,7 @@ def table(results: dict) -> str:
                     f"{r['peak_rss_mb']:>8}")
     k = results.get("keras")
     if k:
-        rows.append(f"\nKeras float model per image (the seeds' way), interleaved with Predictor(int8.onnx):")
+        rows.append("\nKeras float model per image (the seeds' way), interleaved with Predictor(int8.onnx):")
         rows.append(f"  model.predict {k['keras_predict']['median_us']:.0f} µs, direct call "
                     f"{k['keras_call']['median_us']:.0f} µs, Predictor.predict {k['predictor']['median_us']:.0f} µs"
                     f" -> {k['speedup_vs_predict']}x faster than predict, {k['speedup_vs_call']}x than a call")
@@ -191,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         results["models"].append(json.loads(proc.stdout.strip().splitlines()[-1]))
     inputs_file.unlink()
     if not args.no_keras:
-        keras_model = args.keras_model or (Path("artifacts/float_model.h5") if Path("artifacts/float_model.h5").is_file() else None)
+        default = Path("artifacts/float_model.h5")
+        keras_model = args.keras_model or (default if default.is_file() else None)
         int8_onnx = args.models / BUNDLED["int8.onnx"].name if args.models else BUNDLED["int8.onnx"]
         results["keras"] = bench_keras(keras_model, int8_onnx, images, args.repeats)
     print(table(results))

@@ -12,7 +12,7 @@ import numpy as np
 
 from runtime.backends import open_backend
 from runtime.metadata import ModelInfo
-from runtime.preprocess import Prepared, prepare
+from runtime.preprocess import prepare
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +55,13 @@ class Predictor:
 
     def __init__(self, model_path: str | Path | None = None, *, num_threads: int | None = None,
                  spin: bool = True):
-        """``num_threads``: backend threads (None: all cores); ``spin``: keep them busy-waiting
-        between calls for the lowest latency (set False to save CPU when idle)."""
+        """``num_threads``: backend threads (None: all cores); ``spin``: let onnxruntime's
+        threads busy-wait between calls for the lowest latency (False saves CPU when idle;
+        LiteRT's XNNPACK pool manages this itself)."""
         self.model_path = Path(model_path) if model_path is not None else default_model()
         self.backend = open_backend(self.model_path, num_threads=num_threads, spin=spin)
         self.info: ModelInfo = self.backend.info
         self.labels = self.info.labels
-
-    def prepare(self, image: np.ndarray, roi: tuple[int, int, int, int] | None = None) -> Prepared:
-        return prepare(image, roi)
 
     def predict(self, image: np.ndarray, roi: tuple[int, int, int, int] | None = None) -> Prediction:
         prepared = prepare(image, roi)

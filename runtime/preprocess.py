@@ -194,8 +194,8 @@ def prepare(image: np.ndarray, roi: tuple[int, int, int, int] | None = None) -> 
     image = validate(image)
     if roi is not None:
         image = crop_roi(image, roi)
-    if image.shape[:2] == (SIZE, SIZE) and (image.ndim == 2 or image.shape[2] == 1):
-        # already Fashion-MNIST style: bright garment on black, only rescale
+    if image.shape[:2] == (SIZE, SIZE):
+        # already Fashion-MNIST style (bright garment on black, gray or colour): only rescale
         return Prepared(to_unit(to_gray(image)), True, (0, 0, SIZE, SIZE))
     return find_object(to_gray(image))
 

@@ -36,7 +36,7 @@ def test_default_is_the_bundled_int8_model():
 
 
 def test_predicts_fashion_mnist_arrays(predictor, fashion):
-    images, labels = fashion.test_images[:200], fashion.test_labels[:200]
+    images, labels = fashion.test_images[:1000], fashion.test_labels[:1000]
     predictions = [predictor.predict(image) for image in images]
     assert all(isinstance(p, Prediction) for p in predictions)
     accuracy = np.mean([p.index == y for p, y in zip(predictions, labels)])
@@ -180,21 +180,21 @@ def test_base_install_classifies_with_the_bundled_onnx_model(tmp_path, fashion):
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = str(venv / "bin" / "python")
     subprocess.run([python, "-m", "pip", "install", "-q", str(ROOT)], check=True, timeout=900)
-    np.save(tmp_path / "images.npy", fashion.test_images[:100])
+    np.save(tmp_path / "images.npy", fashion.test_images[:1000])
     frame = np.full((480, 640, 3), 205, np.uint8)
     frame[100:400, 250:380] = 30  # a dark trouser-like block on a light backdrop
     np.save(tmp_path / "frame.npy", frame)
     code = """
-import sys, numpy as np, runtime
+import json, sys, numpy as np, runtime
 p = runtime.Predictor()
 labels = [x.index for x in p.predict_batch(np.load('images.npy'))]
 frame = p.predict(np.load('frame.npy'))
 heavy = [m for m in ('tensorflow', 'tf_keras', 'cv2', 'ai_edge_litert') if m in sys.modules]
-print(p.model_path.name, ' '.join(map(str, labels)), frame.object_found, heavy)
+print(json.dumps({"model": p.model_path.name, "labels": labels, "found": frame.object_found, "heavy": heavy}))
 """
     result = subprocess.run([python, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    name, labels, found, heavy = result.stdout.split(" ", 3)
-    assert name == "fashion_int8.onnx"
-    accuracy = np.mean(np.array(labels.split(), int) == fashion.test_labels[:100])
-    assert accuracy > 0.9 and found == "True" and heavy.strip() == "[]"
+    answer = json.loads(result.stdout)
+    assert answer["model"] == "fashion_int8.onnx"
+    assert np.mean(np.array(answer["labels"]) == fashion.test_labels[:1000]) > 0.9
+    assert answer["found"] and answer["heavy"] == []

@@ -12,6 +12,7 @@ from train.data import DataError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from train.augment import PRESETS
     from train.model import ARCHITECTURES
     from train.trainer import TrainConfig
 
@@ -22,6 +23,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--qat-epochs", type=int, default=d.qat_epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    p.add_argument("--augment", choices=sorted(PRESETS), default="standard",
+                   help="augmentation preset (camera: + rotation, zoom, gamma, noise)")
     p.add_argument("--limit", type=int, default=None,
                    help="train on a stratified subset of this many images (quick runs)")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -43,11 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     # heavy imports after argument parsing, so --help is instant
     from train import data as fmnist
     from train.pipeline import run
+    from train.augment import PRESETS
     from train.trainer import TrainConfig
 
     config = TrainConfig(arch=args.arch, epochs=args.epochs, qat_epochs=args.qat_epochs,
                          batch_size=args.batch_size, learning_rate=args.learning_rate,
-                         limit=args.limit, seed=args.seed)
+                         limit=args.limit, seed=args.seed, augment=PRESETS[args.augment])
     started = time.time()
     try:
         dataset = fmnist.load(args.data_dir)

@@ -24,7 +24,7 @@ def conv_bn(filters: int, kernel: int = 3) -> list:
             L.BatchNormalization(momentum=0.9), L.ReLU()]
 
 
-def edge_cnn(dropout: float = 0.3) -> keras.Model:
+def edge_cnn(dropout: float = 0.2) -> keras.Model:
     """The shipped model: one conv at 28x28, two at 14x14, one at 7x7, flatten head.
 
     Early pooling keeps multiply-adds low (~15M, for latency); a flatten head keeps
@@ -41,6 +41,19 @@ def edge_cnn(dropout: float = 0.3) -> keras.Model:
     ], name="edge_cnn")
 
 
+def deep7_cnn(dropout: float = 0.2) -> keras.Model:
+    """Same multiply-adds as edge_cnn, moved to 7x7: one conv at 14x14, two at 7x7."""
+    return keras.Sequential([
+        L.Input(INPUT_SHAPE),
+        *conv_bn(32), L.MaxPooling2D(),
+        *conv_bn(64), L.MaxPooling2D(),
+        *conv_bn(128), *conv_bn(128), L.MaxPooling2D(),
+        L.Flatten(), L.Dropout(dropout),
+        L.Dense(128, activation="relu"), L.Dropout(dropout),
+        L.Dense(NUM_CLASSES, activation="softmax"),
+    ], name="deep7_cnn")
+
+
 def design_baseline() -> keras.Model:
     """DESIGN.md's 22M-MAC reference: two convs at 28x28, global average pooling."""
     return keras.Sequential([
@@ -54,6 +67,7 @@ def design_baseline() -> keras.Model:
 
 ARCHITECTURES: dict[str, Callable[[], keras.Model]] = {
     "edge": edge_cnn,
+    "deep7": deep7_cnn,
     "design_baseline": design_baseline,
 }
 

@@ -43,6 +43,13 @@ def write_json(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+def save_figure(fig, path: Path, dpi: int) -> None:
+    """Save through a temporary file: an interrupted run never leaves a truncated PNG."""
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=dpi)
+    os.replace(tmp, path)
+
+
 def _figure():
     import matplotlib
 
@@ -70,7 +77,7 @@ def plot_curves(histories: dict[str, dict], path: Path) -> None:
         ax.legend()
     fig.suptitle("Fashion-MNIST training (validation split from the training set)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -88,7 +95,7 @@ def plot_confusion(matrix: np.ndarray, path: Path, title: str) -> None:
                 color="white" if value > threshold else "black")
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -105,5 +112,5 @@ def plot_samples(images: np.ndarray, labels: np.ndarray, path: Path, per_class: 
         axes[c, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
     fig.suptitle("Fashion-MNIST training images")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    save_figure(fig, path, dpi=80)
     plt.close(fig)

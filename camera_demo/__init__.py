@@ -1,0 +1,1 @@
+"""Real-time webcam classification: `python -m camera_demo`."""

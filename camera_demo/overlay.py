@@ -1,0 +1,57 @@
+"""Drawing: the guide box, top-k labels with confidence bars, FPS and inference time."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import cv2
+import numpy as np
+
+from runtime import Prediction
+
+GUIDE = (0, 220, 255)  # BGR amber: where to hold the garment
+FOUND = (80, 220, 80)
+TEXT = (255, 255, 255)
+PANEL = (30, 30, 30)
+BAR = (80, 200, 80)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+class FpsMeter:
+    """Frames per second over a sliding window of the last ``window`` frames."""
+
+    def __init__(self, window: int = 30):
+        self.stamps: deque[float] = deque(maxlen=window)
+
+    def tick(self) -> float:
+        self.stamps.append(time.perf_counter())
+        if len(self.stamps) < 2:
+            return 0.0
+        return (len(self.stamps) - 1) / (self.stamps[-1] - self.stamps[0])
+
+
+def guide_box(width: int, height: int, fraction: float = 0.8) -> tuple[int, int, int, int]:
+    """A centred square covering ``fraction`` of the frame height: (x, y, w, h)."""
+    side = int(min(width, height) * fraction)
+    return (width - side) // 2, (height - side) // 2, side, side
+
+
+def draw_overlay(frame: np.ndarray, prediction: Prediction | None, roi: tuple[int, int, int, int],
+                 fps: float, infer_ms: float, top_k: int = 3) -> np.ndarray:
+    """Draw in place on ``frame`` (BGR) and return it."""
+    x, y, w, h = roi
+    cv2.rectangle(frame, (x, y), (x + w, y + h), GUIDE, 2)
+    panel_h = 26 + 22 * top_k
+    cv2.rectangle(frame, (0, 0), (260, panel_h), PANEL, -1)
+    if prediction is not None:
+        for rank, (label, confidence) in enumerate(prediction.top_k(top_k)):
+            top = 8 + rank * 22
+            cv2.rectangle(frame, (110, top + 2), (110 + int(140 * confidence), top + 16), BAR, -1)
+            cv2.putText(frame, f"{label[:12]}", (6, top + 14), FONT, 0.45, TEXT, 1, cv2.LINE_AA)
+            cv2.putText(frame, f"{confidence:.0%}", (114, top + 14), FONT, 0.4, TEXT, 1, cv2.LINE_AA)
+        if not prediction.object_found:
+            cv2.putText(frame, "no garment in the box", (x + 6, y + 22), FONT, 0.6, GUIDE, 2, cv2.LINE_AA)
+    cv2.putText(frame, f"{fps:5.1f} FPS  {infer_ms:4.1f} ms", (6, panel_h - 6), FONT, 0.45, TEXT, 1,
+                cv2.LINE_AA)
+    return frame

@@ -1,0 +1,53 @@
+"""The pretrained models shipped in runtime/models, evaluated with the runtime alone.
+
+Golden file: qat_test_predictions.npy holds the QAT Keras model's top-1 on the official
+test set, written by `python -m export` and copied by `make models`.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from runtime import Predictor
+from runtime.predictor import BUNDLED, MODELS_DIR
+
+MIN_ACCURACY = 0.935  # the foundation bar, for every shipped int8 model
+MAX_GAP_TO_QAT = 0.003  # int8 within 0.3 pp of the QAT Keras model
+MIN_AGREEMENT = 0.995  # top-1 agreement with the QAT Keras model
+MAX_SIZE_RATIO = 1 / 3.5  # int8 TFLite vs the float model
+
+
+@pytest.fixture(scope="module")
+def qat_predictions():
+    return np.load(MODELS_DIR / "qat_test_predictions.npy")
+
+
+@pytest.mark.parametrize("name", ["int8.tflite", "int8.onnx"])
+def test_bundled_int8_models_meet_the_bar(name, fashion, qat_predictions):
+    predictions = np.array([p.index for p in Predictor(BUNDLED[name]).predict_batch(fashion.test_images)])
+    accuracy = (predictions == fashion.test_labels).mean()
+    qat_accuracy = (qat_predictions == fashion.test_labels).mean()
+    assert accuracy >= MIN_ACCURACY
+    assert abs(accuracy - qat_accuracy) <= MAX_GAP_TO_QAT
+    assert (predictions == qat_predictions).mean() >= MIN_AGREEMENT
+
+
+def test_bundled_float_onnx_agrees(fashion, qat_predictions):
+    predictions = np.array([p.index for p in Predictor(BUNDLED["float.onnx"]).predict_batch(fashion.test_images)])
+    assert (predictions == fashion.test_labels).mean() >= MIN_ACCURACY - 0.005
+    assert (predictions == qat_predictions).mean() >= 0.99
+
+
+def test_int8_tflite_is_at_most_a_third_and_a_half_of_the_float_size():
+    assert BUNDLED["int8.tflite"].stat().st_size <= MAX_SIZE_RATIO * BUNDLED["float.onnx"].stat().st_size
+
+
+def test_bundled_metadata_matches_the_shipped_reports():
+    report = json.loads((MODELS_DIR / "train_report.json").read_text())
+    parity = json.loads((MODELS_DIR / "parity.json").read_text())
+    assert parity["passed"]
+    for path in BUNDLED.values():
+        info = Predictor(path).info
+        assert info.test_accuracy == pytest.approx(report["qat"]["test_accuracy"])
+        assert info.raw["training"]["data_sha256"] == report["data"]["sha256"]
