@@ -10,6 +10,7 @@ centred, contrast stretched to the full range.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,25 +96,43 @@ def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return image[rows][:, cols]
 
 
-def fit_background(small: np.ndarray) -> np.ndarray:
+SUBSETS = np.array([[1, 1, 1, 1], [0, 1, 1, 1], [1, 0, 1, 1], [1, 1, 0, 1], [1, 1, 1, 0]], np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def border_geometry(h: int, w: int):
+    """For an h x w image: border mask, plane design matrix, side membership, and the
+    inverse normal matrices of the five side subsets (frames keep their size: cached)."""
+    band = max(1, min(h, w) // 16)
+    sides = np.zeros((4, h, w), bool)
+    sides[0, :band], sides[1, -band:], sides[2, :, :band], sides[3, :, -band:] = True, True, True, True
+    border = sides.any(0)
+    yy, xx = np.nonzero(border)
+    design = np.stack([np.ones(len(xx)), xx / w, yy / h], 1).astype(np.float32)
+    side_of = sides[:, border].astype(np.float32)  # (4, n): which side each border pixel is on
+    gram = (side_of[:, None, :] * design.T[None]) @ design  # (4, 3, 3)
+    inverse = np.linalg.inv(np.einsum("ks,sij->kij", SUBSETS, gram) + 1e-6 * np.eye(3))
+    return border, design, side_of, inverse.astype(np.float32)
+
+
+def fit_background(small: np.ndarray, tolerance: float = 0.05) -> np.ndarray:
     """Coefficients (a, b, c) of the background plane a + b*x + c*y, x and y in [0, 1).
 
-    Least squares over the border pixels, refitted without outliers (a sleeve or a
-    shadow touching the border). Normalised coordinates make the plane independent
-    of the resolution it was fitted at.
+    Fitted to the frame's border, which is mostly backdrop. A table edge or a sleeve can
+    cover one side, so the plane is fitted to all four sides and to each three of them,
+    and the fit that explains most border pixels (within ``tolerance``) wins, refitted
+    on those. Normalised coordinates make it independent of the resolution.
     """
-    h, w = small.shape
-    border = np.zeros((h, w), bool)
-    band = max(1, min(h, w) // 16)
-    border[:band], border[-band:], border[:, :band], border[:, -band:] = True, True, True, True
-    yy, xx = np.nonzero(border)
-    design = np.stack([np.ones(len(xx), np.float32), xx / w, yy / h], 1).astype(np.float32)
+    border, design, side_of, inverse = border_geometry(*small.shape)
     values = small[border]
-    coef, *_ = np.linalg.lstsq(design, values, rcond=None)
-    residual = np.abs(values - design @ coef)
-    inliers = residual <= max(float(np.median(residual)) * 3, 1e-3)
-    if inliers.sum() >= 3:
-        coef, *_ = np.linalg.lstsq(design[inliers], values[inliers], rcond=None)
+    moment = side_of @ (design * values[:, None])  # (4, 3)
+    candidates = (inverse @ (SUBSETS @ moment)[..., None])[..., 0]  # (5, 3)
+    inliers = np.abs(values[:, None] - design @ candidates.T) <= tolerance  # (n, 5)
+    best = inliers[:, np.argmax(inliers.sum(0))]
+    coef = candidates[0]
+    if best.sum() >= 3:
+        d = design[best]
+        coef = np.linalg.solve(d.T @ d + 1e-6 * np.eye(3), d.T @ values[best])
     return coef.astype(np.float32)
 
 
@@ -134,13 +153,44 @@ def shrink(image: np.ndarray, step: int) -> np.ndarray:
     return resize(image[:h, :w], w // step, h // step)
 
 
+def otsu(values: np.ndarray, bins: int = 64) -> float:
+    """Otsu's threshold: the cut that best splits ``values`` into two classes (object and
+    surface texture), so a blotchy desk does not leak into the object."""
+    hist, edges = np.histogram(values, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    weight = np.cumsum(hist)
+    mean = np.cumsum(hist * centres)
+    total, total_mean = weight[-1], mean[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (total_mean * weight - mean * total) ** 2 / (weight * (total - weight))
+    return float(centres[np.nanargmax(between[:-1])])
+
+
 def object_box(signal: np.ndarray, threshold: float) -> tuple[int, int, int, int] | None:
-    """Bounding box (x, y, w, h) of the pixels above ``threshold``; None if too few."""
-    mask = signal > threshold
+    """Bounding box (x, y, w, h) of the garment among the pixels above ``threshold``.
+
+    With OpenCV: the largest connected blob that does not touch the frame's edge (a table
+    edge or a sleeve coming into view does), plus the blobs that overlap its box (a
+    sandal's straps). Without OpenCV: the box of all pixels above the threshold.
+    """
+    mask = (signal > threshold).astype(np.uint8)
     if mask.sum() < max(4, signal.size // 400):
         return None
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    return int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
+    if cv2 is None:
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        return int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    blobs = stats[1:count]  # x, y, w, h, area; label 0 is the background
+    h, w = mask.shape
+    inner = (blobs[:, 0] > 0) & (blobs[:, 1] > 0) & (blobs[:, 0] + blobs[:, 2] < w) & (blobs[:, 1] + blobs[:, 3] < h)
+    pool = blobs[inner] if inner.any() and blobs[inner, 4].max() >= blobs[:, 4].max() * 0.2 else blobs
+    x, y, bw, bh, _ = pool[np.argmax(pool[:, 4])]
+    x0, y0, x1, y1 = x, y, x + bw, y + bh
+    pad = 0.15 * max(bw, bh)
+    for bx, by, bbw, bbh, area in pool:  # merge the pieces that overlap the padded box
+        if area >= 2 and bx < x1 + pad and by < y1 + pad and bx + bbw > x0 - pad and by + bbh > y0 - pad:
+            x0, y0, x1, y1 = min(x0, bx), min(y0, by), max(x1, bx + bbw), max(y1, by + bbh)
+    return int(x0), int(y0), int(x1 - x0), int(y1 - y0)
 
 
 def frame_like_dataset(signal: np.ndarray) -> np.ndarray:
@@ -166,14 +216,16 @@ def find_object(gray: np.ndarray) -> Prepared:
         small, step = to_unit(gray), 1
     # 2. background plane and polarity: dark-on-light becomes bright-on-black
     coef = fit_background(small)
-    background = plane(coef, small.shape)
-    light_backdrop = float(coef[0] + (coef[1] + coef[2]) / 2) > 0.5  # the plane at the centre
-    signal = (background - small) if light_backdrop else (small - background)
+    diff = small - plane(coef, small.shape)
+    # polarity: the garment is the strongest departure from the backdrop, darker or lighter
+    low, high = np.percentile(diff, [1, 99])
+    light_backdrop = -low > high
+    signal = -diff if light_backdrop else diff
     # 3. a threshold relative to the strongest object response
-    contrast = float(np.percentile(signal, 99))
+    contrast = float(max(-low, high))
     if contrast < MIN_CONTRAST:
         return nothing
-    box = object_box(signal, max(contrast * 0.25, MIN_CONTRAST / 2))
+    box = object_box(signal, max(otsu(signal), contrast * 0.25, MIN_CONTRAST / 2))
     if box is None:
         return nothing
     # 4. the box in full resolution, with a margin, clipped to the frame

@@ -23,7 +23,7 @@ from runtime.preprocess import resize, to_gray
 from train import data as fmnist
 from train.report import confusion_matrix, plot_confusion
 
-VARIANTS = {"standard": camera_sim.STANDARD, "hard": camera_sim.HARD}
+VARIANTS = {"standard": camera_sim.STANDARD, "hard": camera_sim.HARD, "desk": camera_sim.DESK}
 
 
 def sample(dataset: fmnist.FashionMNIST, split: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
