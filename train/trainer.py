@@ -29,7 +29,7 @@ STATE_FILE = "train_state.json"
 @dataclass
 class TrainConfig:
     arch: str = "edge"
-    epochs: int = 30  # float epochs; the cosine schedule spans all of them
+    epochs: int = 35  # float epochs; the cosine schedule spans all of them
     qat_epochs: int = 2  # fine-tune only: QAT starts from trained float weights
     batch_size: int = 128
     learning_rate: float = 3e-3  # peak, after a one-epoch warm-up
