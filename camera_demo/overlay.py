@@ -44,6 +44,9 @@ def draw_overlay(frame: np.ndarray, prediction: Prediction | None, roi: tuple[in
     cv2.rectangle(frame, (x, y), (x + w, y + h), GUIDE, 2)
     panel_h = 26 + 22 * top_k
     cv2.rectangle(frame, (0, 0), (260, panel_h), PANEL, -1)
+    if prediction is not None and prediction.object_found and prediction.box:
+        bx, by, bw, bh = prediction.box
+        cv2.rectangle(frame, (bx, by), (bx + bw, by + bh), FOUND, 1)
     if prediction is not None:
         for rank, (label, confidence) in enumerate(prediction.top_k(top_k)):
             top = 8 + rank * 22

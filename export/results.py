@@ -39,7 +39,7 @@ def summary(out: Path) -> str:
         notes.append(f"parity gate: {'passed' if parity['passed'] else 'FAILED: ' + '; '.join(parity['failures'])}")
     if bench.get("keras"):
         k = bench["keras"]
-        notes.append(f"Predictor.predict (int8 ONNX) vs the float Keras model per image: "
+        notes.append(f"Predictor.predict ({k['predictor_model']}) vs the float Keras model per image: "
                      f"{k['speedup_vs_predict']}x faster than model.predict, {k['speedup_vs_call']}x than model(x)")
     if bench:
         notes.append(f"latency: python -m runtime.bench, {bench['machine']['cpus']} CPUs, {bench['date']}")

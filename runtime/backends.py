@@ -23,6 +23,14 @@ class Backend(Protocol):
 
     def run(self, batch: np.ndarray) -> np.ndarray: ...
 
+    def run_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Like ``run`` for uint8 pixels (N, 28, 28, 1) in 0-255."""
+        ...
+
+
+def unit_scale(pixels: np.ndarray) -> np.ndarray:
+    return pixels.astype(np.float32) * np.float32(1 / 255)
+
 
 class OnnxBackend:
     def __init__(self, path: Path, num_threads: int | None = None, spin: bool = True):
@@ -52,6 +60,9 @@ class OnnxBackend:
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: batch})[0]
 
+    def run_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        return self.run(unit_scale(pixels))
+
 
 class TFLiteBackend:
     def __init__(self, path: Path, num_threads: int | None = None, spin: bool = True):
@@ -74,6 +85,12 @@ class TFLiteBackend:
         self.input_dtype = inp["dtype"]
         self.input_scale, self.input_zero = inp["quantization"]
         self.output_scale, self.output_zero = out["quantization"]
+        self.pixel_table = None
+        if self.input_scale:  # q = x / scale + zero_point, within the integer type's range
+            limits = np.iinfo(self.input_dtype)
+            self.quant_limits = (float(limits.min), float(limits.max))
+            # uint8 pixels map to the input type through a 256-entry table: no float pass
+            self.pixel_table = self.quantize(unit_scale(np.arange(256, dtype=np.uint8)))
         self.batch = int(inp["shape"][0])
 
     def _resize(self, n: int) -> None:
@@ -82,18 +99,28 @@ class TFLiteBackend:
             self.interpreter.allocate_tensors()
             self.batch = n
 
+    def quantize(self, batch: np.ndarray) -> np.ndarray:
+        q = batch * np.float32(1 / self.input_scale) + np.float32(self.input_zero)
+        np.rint(q, out=q)
+        return np.clip(q, *self.quant_limits, out=q).astype(self.input_dtype)
+
     def run(self, batch: np.ndarray) -> np.ndarray:
+        return self._invoke(self.quantize(batch) if self.input_scale else batch)
+
+    def run_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        if self.pixel_table is None:
+            return self.run(unit_scale(pixels))
+        return self._invoke(self.pixel_table[pixels])
+
+    def _invoke(self, batch: np.ndarray) -> np.ndarray:
         self._resize(len(batch))
-        if self.input_scale:  # quantized input: q = x / scale + zero_point
-            info = np.iinfo(self.input_dtype)
-            q = np.round(batch / self.input_scale + self.input_zero)
-            batch = np.clip(q, info.min, info.max).astype(self.input_dtype)
         self.interpreter.set_tensor(self.input_index, batch)
         self.interpreter.invoke()
-        out = self.interpreter.get_tensor(self.output_index)
+        out = self.interpreter.get_tensor(self.output_index).astype(np.float32)
         if self.output_scale:
-            return (out.astype(np.float32) - self.output_zero) * np.float32(self.output_scale)
-        return out.astype(np.float32, copy=False)
+            out -= self.output_zero
+            out *= self.output_scale
+        return out
 
 
 BACKENDS = {".onnx": OnnxBackend, ".tflite": TFLiteBackend}

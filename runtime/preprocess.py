@@ -81,16 +81,17 @@ def to_unit(gray: np.ndarray) -> np.ndarray:
 
 
 def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Area-average downscale (or nearest upscale) of a 2-D image, as float32 in [0, 1]."""
+    """Area-average downscale (or nearest upscale), any channels, as float32 in [0, 1]."""
     if cv2 is not None and image.dtype in CV_DTYPES:
         return to_unit(cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA))
     image = to_unit(image)
-    h, w = image.shape
+    h, w = image.shape[:2]
     if height <= h and width <= w:  # box filter: sum over row/column bands
         ys = np.linspace(0, h, height + 1).astype(int)
         xs = np.linspace(0, w, width + 1).astype(int)
         sums = np.add.reduceat(np.add.reduceat(image, ys[:-1], axis=0), xs[:-1], axis=1)
-        return (sums / np.outer(np.diff(ys), np.diff(xs))).astype(np.float32)
+        area = np.outer(np.diff(ys), np.diff(xs)).reshape(height, width, *[1] * (image.ndim - 2))
+        return (sums / area).astype(np.float32)
     rows = np.minimum((np.arange(height) + 0.5) * h / height, h - 1).astype(int)
     cols = np.minimum((np.arange(width) + 0.5) * w / width, w - 1).astype(int)
     return image[rows][:, cols]
@@ -103,7 +104,7 @@ SUBSETS = np.array([[1, 1, 1, 1], [0, 1, 1, 1], [1, 0, 1, 1], [1, 1, 0, 1], [1, 
 def border_geometry(h: int, w: int):
     """For an h x w image: border mask, plane design matrix, side membership, and the
     inverse normal matrices of the five side subsets (frames keep their size: cached)."""
-    band = max(1, min(h, w) // 16)
+    band = max(1, min(h, w) // 24)
     sides = np.zeros((4, h, w), bool)
     sides[0, :band], sides[1, -band:], sides[2, :, :band], sides[3, :, -band:] = True, True, True, True
     border = sides.any(0)
@@ -153,11 +154,22 @@ def shrink(image: np.ndarray, step: int) -> np.ndarray:
     return resize(image[:h, :w], w // step, h // step)
 
 
+def quantiles(values: np.ndarray, *fractions: float) -> list[float]:
+    """Order statistics by one partial sort (np.percentile costs several times more)."""
+    flat = values.ravel()
+    ks = [min(len(flat) - 1, int(f * len(flat))) for f in fractions]
+    part = np.partition(flat, ks)
+    return [float(part[k]) for k in ks]
+
+
 def otsu(values: np.ndarray, bins: int = 64) -> float:
     """Otsu's threshold: the cut that best splits ``values`` into two classes (object and
     surface texture), so a blotchy desk does not leak into the object."""
-    hist, edges = np.histogram(values, bins=bins)
-    centres = (edges[:-1] + edges[1:]) / 2
+    low, high = float(values.min()), float(values.max())
+    width = (high - low) / bins or 1.0
+    index = np.minimum(((values - low) / width).astype(np.intp), bins - 1)
+    hist = np.bincount(index.ravel(), minlength=bins)
+    centres = low + width * (np.arange(bins) + 0.5)
     weight = np.cumsum(hist)
     mean = np.cumsum(hist * centres)
     total, total_mean = weight[-1], mean[-1]
@@ -201,7 +213,7 @@ def frame_like_dataset(signal: np.ndarray) -> np.ndarray:
     canvas = np.zeros((SIZE, SIZE), np.float32)
     top, left = (SIZE - nh) // 2, (SIZE - nw) // 2
     canvas[top:top + nh, left:left + nw] = resize(signal, nw, nh)
-    peak = float(np.percentile(canvas, 99.5))
+    (peak,) = quantiles(canvas, 0.995)
     return np.clip(canvas / peak, 0.0, 1.0) if peak > 0 else canvas
 
 
@@ -218,7 +230,7 @@ def find_object(gray: np.ndarray) -> Prepared:
     coef = fit_background(small)
     diff = small - plane(coef, small.shape)
     # polarity: the garment is the strongest departure from the backdrop, darker or lighter
-    low, high = np.percentile(diff, [1, 99])
+    low, high = quantiles(diff, 0.01, 0.99)
     light_backdrop = -low > high
     signal = -diff if light_backdrop else diff
     # 3. a threshold relative to the strongest object response
@@ -242,14 +254,22 @@ def find_object(gray: np.ndarray) -> Prepared:
 
 
 def prepare(image: np.ndarray, roi: tuple[int, int, int, int] | None = None) -> Prepared:
-    """Validate ``image`` and return the model-ready 28x28 float image."""
+    """Validate ``image`` and return the model-ready 28x28 float image.
+
+    ``roi`` (x, y, w, h) limits where to look; the returned box is in ``image`` coordinates.
+    """
     image = validate(image)
     if roi is not None:
         image = crop_roi(image, roi)
     if image.shape[:2] == (SIZE, SIZE):
         # already Fashion-MNIST style (bright garment on black, gray or colour): only rescale
-        return Prepared(to_unit(to_gray(image)), True, (0, 0, SIZE, SIZE))
-    return find_object(to_gray(image))
+        prepared = Prepared(to_unit(to_gray(image)), True, (0, 0, SIZE, SIZE))
+    else:
+        prepared = find_object(to_gray(image))
+    if roi is None or prepared.box is None:
+        return prepared
+    x, y, w, h = prepared.box
+    return Prepared(prepared.image, prepared.found, (x + int(roi[0]), y + int(roi[1]), w, h))
 
 
 def crop_roi(image: np.ndarray, roi: tuple[int, int, int, int]) -> np.ndarray:

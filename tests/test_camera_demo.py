@@ -20,20 +20,10 @@ HOLD = 8  # frames per garment in the generated video
 @pytest.fixture(scope="module")
 def video(tmp_path_factory):
     """A 640x480 video of camera-like frames: 30 garments (3 per class), HOLD frames each."""
-    from runtime import camera_sim
+    from camera_demo.make_video import make_video
 
-    samples = np.load(ROOT / "camera_demo" / "samples.npz")
-    rng = np.random.default_rng(11)
-    picks = np.concatenate([np.flatnonzero(samples["labels"] == c)[:3] for c in range(10)])
-    rng.shuffle(picks)
     path = tmp_path_factory.mktemp("video") / "garments.mp4"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (640, 480))
-    for i in picks:
-        frame = camera_sim.render(samples["images"][i], rng)
-        for _ in range(HOLD):
-            writer.write(frame)
-    writer.release()
-    return path, samples["labels"][picks]
+    return path, make_video(path, garments=30, hold=HOLD)
 
 
 def run_demo(*args, **kwargs):
@@ -59,6 +49,47 @@ def test_headless_video_gives_labels_and_a_summary(video, tmp_path):
     assert not list(tmp_path.glob(".*partial*"))
 
 
+class FlakyCamera:
+    """A live source that delivers frames, vanishes, and (optionally) comes back."""
+    live = True
+    name = "flaky camera"
+
+    def __init__(self, frames_before: int, comes_back: bool):
+        self.left, self.comes_back, self.reopened = frames_before, comes_back, 0
+
+    def read(self):
+        if self.left <= 0:
+            return None
+        self.left -= 1
+        return np.zeros((48, 64, 3), np.uint8)
+
+    def reopen(self):
+        self.reopened += 1
+        if self.comes_back and self.reopened >= 2:
+            self.left, self.comes_back = 5, False
+            return True
+        return False
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("comes_back", [True, False])
+def test_a_vanished_camera_is_reopened_or_reported_lost(comes_back):
+    from camera_demo.capture import CaptureThread
+
+    camera = FlakyCamera(frames_before=5, comes_back=comes_back)
+    capture = CaptureThread(camera, reconnect_s=1.0, retry_s=0.05).start()
+    frames = 0
+    while capture.take(timeout=3.0) is not None:
+        frames += 1
+        time.sleep(0.01)  # a consumer slower than the camera: stale frames are dropped
+    capture.stop()
+    assert capture.ended and capture.lost
+    assert camera.reopened >= (2 if comes_back else 3)
+    assert frames + capture.dropped == (10 if comes_back else 5)
+
+
 def test_max_frames_and_image_directory(tmp_path):
     samples = np.load(ROOT / "camera_demo" / "samples.npz")
     for i in range(5):
@@ -68,7 +99,11 @@ def test_max_frames_and_image_directory(tmp_path):
     summary = json.loads(result.stdout.splitlines()[-1])
     assert result.returncode == 0 and summary["frames"] == 3 and summary["reason"] == "max-frames"
     labels = [json.loads(line)["index"] for line in result.stdout.splitlines()[:-1]]
-    assert labels == samples["labels"][:3].tolist()
+    from runtime import Predictor
+
+    direct = [Predictor().predict(image).index for image in samples["images"][:3]]
+    assert labels == direct  # the files give what the arrays give
+    assert np.mean(np.array(labels) == samples["labels"][:3]) >= 2 / 3
 
 
 def test_no_camera_is_an_actionable_error():

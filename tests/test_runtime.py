@@ -122,6 +122,21 @@ def test_missing_model_says_what_to_do(tmp_path):
         Predictor(tmp_path / "nope.onnx")
 
 
+def test_roi_limits_where_to_look_and_the_box_is_in_frame_coordinates(int8, fashion):
+    from runtime import camera_sim
+
+    frame = camera_sim.render(fashion.test_images[2], np.random.default_rng(1))  # a trouser
+    full = int8.predict(frame)
+    x, y, w, h = full.box
+    margin = 20
+    roi = (max(0, x - margin), max(0, y - margin), w + 2 * margin, h + 2 * margin)
+    inside = int8.predict(frame, roi=roi)
+    assert inside.index == full.index == fashion.test_labels[2]
+    assert abs(inside.box[0] - x) <= 8 and abs(inside.box[1] - y) <= 8  # same object, same place
+    empty_corner = int8.predict(frame, roi=(0, 0, 40, 40))
+    assert not empty_corner.object_found
+
+
 def test_camera_frames_are_framed_like_the_dataset(int8, fashion):
     from runtime import camera_sim
 
