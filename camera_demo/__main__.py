@@ -41,7 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--threads", type=int, default=1, help="inference threads")
     p.add_argument("--roi", type=parse_roi, default=None,
-                   help="x,y,w,h where to look (default: the centred guide box)")
+                   help="x,y,w,h where to look (default: the centred guide box for a live camera, "
+                        "the whole frame for files)")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--headless", action="store_true", help="no window; one JSON line per frame")
     p.add_argument("--max-frames", type=int, default=None)
@@ -114,7 +115,12 @@ def run(args: argparse.Namespace) -> int:
                 continue
             frame, stamp = item
             height, width = frame.shape[:2]
-            roi = clip_roi(args.roi, width, height) if args.roi else guide_box(width, height)
+            # the guide box is where a person holds the garment up to a live camera; recorded
+            # sources are framed by whoever made them, so they are searched whole
+            if args.roi:
+                roi = clip_roi(args.roi, width, height)
+            else:
+                roi = guide_box(width, height) if source.live else None
             if not paused:
                 t0 = time.perf_counter()
                 prediction = predictor.predict(frame, roi=roi)

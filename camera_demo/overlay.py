@@ -37,11 +37,12 @@ def guide_box(width: int, height: int, fraction: float = 0.8) -> tuple[int, int,
     return (width - side) // 2, (height - side) // 2, side, side
 
 
-def draw_overlay(frame: np.ndarray, prediction: Prediction | None, roi: tuple[int, int, int, int],
+def draw_overlay(frame: np.ndarray, prediction: Prediction | None, roi: tuple[int, int, int, int] | None,
                  fps: float, infer_ms: float, top_k: int = 3) -> np.ndarray:
-    """Draw in place on ``frame`` (BGR) and return it."""
-    x, y, w, h = roi
-    cv2.rectangle(frame, (x, y), (x + w, y + h), GUIDE, 2)
+    """Draw in place on ``frame`` (BGR) and return it; ``roi`` is the guide box, if any."""
+    x, y, w, h = roi or (0, 0, frame.shape[1], frame.shape[0])
+    if roi:
+        cv2.rectangle(frame, (x, y), (x + w, y + h), GUIDE, 2)
     panel_h = 26 + 22 * top_k
     cv2.rectangle(frame, (0, 0), (260, panel_h), PANEL, -1)
     if prediction is not None and prediction.object_found and prediction.box:

@@ -136,7 +136,7 @@ def test_window_under_xvfb_draws_the_overlay(video, tmp_path):
         time.sleep(1.0)
         env = {**os.environ, "DISPLAY": display}
         demo = subprocess.Popen([sys.executable, "-m", "camera_demo", "--source", "synthetic",
-                                 "--max-frames", "100000"], cwd=ROOT, env=env,
+                                 "--roi", "60,20,520,440", "--max-frames", "100000"], cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         time.sleep(5.0)
         shot = tmp_path / "screen.png"
