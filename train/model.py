@@ -24,6 +24,12 @@ def conv_bn(filters: int, kernel: int = 3) -> list:
             L.BatchNormalization(momentum=0.9), L.ReLU()]
 
 
+def flatten_head(dropout: float) -> list:
+    return [L.Flatten(), L.Dropout(dropout),
+            L.Dense(128, activation="relu"), L.Dropout(dropout),
+            L.Dense(NUM_CLASSES, activation="softmax")]
+
+
 def edge_cnn(dropout: float = 0.2) -> keras.Model:
     """The shipped model: one conv at 28x28, two at 14x14, one at 7x7, flatten head.
 
@@ -35,9 +41,7 @@ def edge_cnn(dropout: float = 0.2) -> keras.Model:
         *conv_bn(32), L.MaxPooling2D(),
         *conv_bn(64), *conv_bn(64), L.MaxPooling2D(),
         *conv_bn(128), L.MaxPooling2D(),
-        L.Flatten(), L.Dropout(dropout),
-        L.Dense(128, activation="relu"), L.Dropout(dropout),
-        L.Dense(NUM_CLASSES, activation="softmax"),
+        *flatten_head(dropout),
     ], name="edge_cnn")
 
 
@@ -48,9 +52,7 @@ def deep7_cnn(dropout: float = 0.2) -> keras.Model:
         *conv_bn(32), L.MaxPooling2D(),
         *conv_bn(64), L.MaxPooling2D(),
         *conv_bn(128), *conv_bn(128), L.MaxPooling2D(),
-        L.Flatten(), L.Dropout(dropout),
-        L.Dense(128, activation="relu"), L.Dropout(dropout),
-        L.Dense(NUM_CLASSES, activation="softmax"),
+        *flatten_head(dropout),
     ], name="deep7_cnn")
 
 
