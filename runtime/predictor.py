@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -13,8 +12,6 @@ import numpy as np
 from runtime.backends import open_backend
 from runtime.metadata import ModelInfo
 from runtime.preprocess import Prepared, prepare
-
-log = logging.getLogger(__name__)
 
 MODELS_DIR = Path(__file__).parent / "models"
 BUNDLED = {
