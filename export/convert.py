@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import tempfile
 import zipfile
 from pathlib import Path
@@ -16,7 +15,6 @@ from runtime.metadata import METADATA_KEY, METADATA_MEMBER
 from train.keras_env import keras, tf
 from train.model import build
 
-log = logging.getLogger(__name__)
 DEFAULT_OPSET = 17
 INPUT_NAME = "image"
 
@@ -28,10 +26,9 @@ def float_from_qat(qat_model: keras.Model, arch: str) -> keras.Model:
     derives from the one QAT model and agrees with it as closely as int8 allows.
     """
     model = build(arch)
-    inner = [layer.layer for layer in qat_model.layers if hasattr(layer, "layer")]
-    if [type(layer) for layer in inner] != [type(layer) for layer in model.layers]:
+    wrappers = [layer for layer in qat_model.layers if hasattr(layer, "layer")]  # not the input QuantizeLayer
+    if [type(w.layer) for w in wrappers] != [type(layer) for layer in model.layers]:
         raise ValueError(f"the QAT model's layers do not match architecture {arch!r}")
-    wrappers = [layer for layer in qat_model.layers if hasattr(layer, "layer")]
     for fresh, wrapper in zip(model.layers, wrappers):
         # the wrapper holds the layer's variables (plus quantizer state) as "quant_x/kernel:0"
         trained = {w.name.split("/")[-1]: w for w in wrapper.weights}

@@ -6,7 +6,6 @@ probabilities (N, classes) as float32. Quantization parameters come from the mod
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Protocol
@@ -15,7 +14,6 @@ import numpy as np
 
 from runtime.metadata import METADATA_KEY, ModelError, ModelInfo, read_tflite_metadata
 
-log = logging.getLogger(__name__)
 
 
 class Backend(Protocol):
