@@ -34,7 +34,19 @@ class Source:
         pass
 
 
-class CameraSource(Source):
+class CaptureSource(Source):
+    """A source read through an OpenCV ``VideoCapture`` (a camera or a video file)."""
+    capture: cv2.VideoCapture
+
+    def read(self) -> np.ndarray | None:
+        ok, frame = self.capture.read()
+        return frame if ok else None
+
+    def close(self) -> None:
+        self.capture.release()
+
+
+class CameraSource(CaptureSource):
     live = True
 
     def __init__(self, index: int, width: int, height: int):
@@ -61,13 +73,6 @@ class CameraSource(Source):
         ok, _ = self.capture.read()
         return ok
 
-    def read(self) -> np.ndarray | None:
-        ok, frame = self.capture.read()
-        return frame if ok else None
-
-    def close(self) -> None:
-        self.capture.release()
-
 
 class Picamera2Source(Source):
     live = True
@@ -92,19 +97,12 @@ class Picamera2Source(Source):
         self.camera.stop()
 
 
-class VideoSource(Source):
+class VideoSource(CaptureSource):
     def __init__(self, path: Path):
         self.name = str(path)
         self.capture = cv2.VideoCapture(str(path))
         if not self.capture.isOpened():
             raise SourceError(f"cannot open video {path}: is it a video file OpenCV can decode?")
-
-    def read(self) -> np.ndarray | None:
-        ok, frame = self.capture.read()
-        return frame if ok else None
-
-    def close(self) -> None:
-        self.capture.release()
 
 
 class ImageDirSource(Source):

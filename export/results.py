@@ -10,8 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-FILES = {"tflite-int8": "fashion_int8.tflite", "onnx-int8": "fashion_int8.onnx",
-         "onnx-float": "fashion_float.onnx"}
+from export.__main__ import ARTIFACTS
 
 
 def load(path: Path) -> dict:
@@ -26,7 +25,7 @@ def summary(out: Path) -> str:
     if train:
         lines.append(f"| Keras float (`python -m train`) | {train['float']['test_accuracy']:.2%} | | | |")
     for name, r in parity.get("formats", {}).items():
-        bench_row = latency.get(FILES.get(name, ""), {})
+        bench_row = latency.get(ARTIFACTS.get(name, ""), {})
         us = bench_row.get("predict_1thread", {}).get("median_us")
         lines.append(f"| {name} | {r['accuracy']:.2%} | {r['top1_agreement']:.2%} | {r['size_kb']} | "
                      f"{f'{us:.0f} µs' if us else ''} |")

@@ -64,7 +64,7 @@ def raw_call(predictor: Predictor, x: np.ndarray):
         feed = {backend.input_name: x}
         return lambda: backend.session.run(None, feed)
     interp = backend.interpreter
-    q = np.clip(np.round(x / backend.input_scale + backend.input_zero), -128, 127).astype(np.int8)
+    q = backend.quantize(x)
 
     def run():
         interp.set_tensor(backend.input_index, q)
