@@ -1,0 +1,212 @@
+"use strict";
+// Live garment classification: the camera's guide-box region goes to POST /v1/classify a few
+// times a second; without a camera, a picked or dropped image goes there instead.
+
+const GUIDE = 0.8;            // guide box: a centred square, 80% of the short side (as the camera demo)
+const SEND_SIDE = 224;        // the box is sent at most this wide: plenty for a 28x28 model, small to upload
+const MIN_INTERVAL_MS = 200;  // at most five requests a second
+const TOKEN_KEY = "fashion-edge-token";
+
+const $ = (id) => document.getElementById(id);
+const video = $("video"), overlay = $("overlay"), still = $("still");
+const grab = document.createElement("canvas");
+let token = localStorage.getItem(TOKEN_KEY) || "";
+let live = false;          // classifying camera frames
+let lastBox = null;        // the last found object, in video pixels
+let fps = 0, lastAnswerAt = 0;
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const setStatus = (text) => { $("status").textContent = text; };
+
+function guideBox(width, height) {
+  const side = Math.round(Math.min(width, height) * GUIDE);
+  return { x: Math.round((width - side) / 2), y: Math.round((height - side) / 2), w: side, h: side };
+}
+
+async function api(path, options = {}) {
+  const headers = { ...(options.headers || {}) };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const response = await fetch(path, { ...options, headers });
+  let body;
+  try { body = await response.json(); } catch { body = { detail: response.statusText }; }
+  if (response.status === 401) {
+    $("token-form").hidden = false;
+    throw new Error("This server needs an access token.");
+  }
+  if (!response.ok) throw new Error(body.detail || `HTTP ${response.status}`);
+  return body;
+}
+
+async function classify(blob) {
+  const started = performance.now();
+  const answer = await api("/v1/classify?top_k=3", {
+    method: "POST", headers: { "Content-Type": blob.type }, body: blob,
+  });
+  answer.rttMs = performance.now() - started;
+  return answer;
+}
+
+function render(answer) {
+  const label = $("label");
+  label.textContent = answer.object_found ? answer.label : "no garment in the box";
+  label.dataset.label = answer.object_found ? answer.label : "";
+  label.classList.toggle("unsure", !answer.object_found || answer.confidence < 0.5);
+  $("results").replaceChildren(...answer.top_k.map(({ label: name, confidence }) => {
+    const item = document.createElement("li");
+    const bar = document.createElement("div"), fill = document.createElement("span"), pct = document.createElement("span");
+    bar.className = "bar";
+    fill.style.width = `${(confidence * 100).toFixed(1)}%`;
+    bar.append(fill);
+    pct.className = "pct";
+    pct.textContent = `${(confidence * 100).toFixed(1)}%`;
+    item.append(Object.assign(document.createElement("span"), { textContent: name }), bar, pct);
+    return item;
+  }));
+  const now = performance.now();
+  if (lastAnswerAt) fps = fps ? 0.8 * fps + 0.2 * (1000 / (now - lastAnswerAt)) : 1000 / (now - lastAnswerAt);
+  lastAnswerAt = now;
+  $("fps").textContent = live ? `${fps.toFixed(1)} fps` : "– fps";
+  $("server-ms").textContent = answer.latency_ms.toFixed(1);
+  $("rtt-ms").textContent = answer.rttMs.toFixed(0);
+  setStatus("");
+}
+
+function grabGuideBox() {
+  const box = guideBox(video.videoWidth, video.videoHeight);
+  const side = Math.min(SEND_SIDE, box.w);
+  grab.width = grab.height = side;
+  grab.getContext("2d").drawImage(video, box.x, box.y, box.w, box.h, 0, 0, side, side);
+  return new Promise((resolve, reject) => grab.toBlob(
+    (blob) => (blob ? resolve({ blob, box, scale: box.w / side }) : reject(new Error("could not capture a frame"))),
+    "image/jpeg", 0.9));
+}
+
+async function classifyLoop() {
+  while (live) {
+    const started = performance.now();
+    if (!document.hidden && video.readyState >= 2 && video.videoWidth) {
+      try {
+        const { blob, box, scale } = await grabGuideBox();
+        const answer = await classify(blob);
+        if (!live) break;
+        render(answer);
+        lastBox = answer.object_found && answer.box ? {
+          x: box.x + answer.box[0] * scale, y: box.y + answer.box[1] * scale,
+          w: answer.box[2] * scale, h: answer.box[3] * scale } : null;
+      } catch (error) {
+        setStatus(error.message);
+        await sleep(1000);
+      }
+    }
+    await sleep(Math.max(0, MIN_INTERVAL_MS - (performance.now() - started)));
+  }
+}
+
+function drawOverlay() {
+  if (live && video.videoWidth) {
+    overlay.width = video.videoWidth;
+    overlay.height = video.videoHeight;
+    const ctx = overlay.getContext("2d");
+    const box = guideBox(video.videoWidth, video.videoHeight);
+    ctx.lineWidth = Math.max(2, video.videoWidth / 200);
+    ctx.strokeStyle = "#ffdc00";
+    ctx.strokeRect(box.x, box.y, box.w, box.h);
+    if (lastBox) {
+      ctx.strokeStyle = "#50c850";
+      ctx.strokeRect(lastBox.x, lastBox.y, lastBox.w, lastBox.h);
+    }
+  }
+  requestAnimationFrame(drawOverlay);
+}
+
+function showCamera(on) {
+  video.hidden = overlay.hidden = $("hint").hidden = !on;
+  still.hidden = on;
+  $("camera-button").hidden = on || !video.srcObject;
+}
+
+async function startCamera() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    setStatus("No camera access here: browsers allow it only over HTTPS or on localhost. Pick an image instead.");
+    showCamera(false);
+    return;
+  }
+  try {
+    if (!video.srcObject) {
+      video.srcObject = await navigator.mediaDevices.getUserMedia({
+        video: { facingMode: { ideal: "environment" }, width: { ideal: 640 }, height: { ideal: 480 } },
+        audio: false,
+      });
+      video.srcObject.getVideoTracks()[0].addEventListener("ended", () => {
+        live = false;
+        video.srcObject = null;
+        setStatus("The camera went away. Reload the page to try again, or pick an image.");
+      });
+    }
+    await video.play();
+  } catch (error) {
+    setStatus(`No camera (${error.name || error.message}). Pick or drop an image instead.`);
+    showCamera(false);
+    return;
+  }
+  showCamera(true);
+  if (!live) {
+    live = true;
+    lastAnswerAt = 0;
+    fps = 0;
+    classifyLoop();
+  }
+}
+
+async function classifyFile(file) {
+  if (!file) return;
+  if (!file.type.startsWith("image/")) {
+    setStatus(`${file.name} is not an image.`);
+    return;
+  }
+  live = false;
+  lastBox = null;
+  if (still.src) URL.revokeObjectURL(still.src);
+  still.src = URL.createObjectURL(file);
+  showCamera(false);
+  try {
+    render(await classify(file));
+  } catch (error) {
+    setStatus(`${file.name}: ${error.message}`);
+  }
+}
+
+async function showModel() {
+  try {
+    const model = await api("/v1/model");
+    const accuracy = model.training && model.training.test_accuracy;
+    $("model").textContent = `model ${model.model_version}` +
+      (accuracy ? ` · ${(accuracy * 100).toFixed(2)}% on the Fashion-MNIST test set` : "");
+  } catch (error) {
+    setStatus(error.message);
+  }
+}
+
+$("file").addEventListener("change", (event) => classifyFile(event.target.files[0]));
+$("camera-button").addEventListener("click", startCamera);
+for (const name of ["dragenter", "dragover"]) {
+  document.addEventListener(name, (event) => { event.preventDefault(); $("drop").classList.add("over"); });
+}
+document.addEventListener("dragleave", () => $("drop").classList.remove("over"));
+document.addEventListener("drop", (event) => {
+  event.preventDefault();
+  $("drop").classList.remove("over");
+  classifyFile(event.dataTransfer.files[0]);
+});
+$("token-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  token = $("token").value.trim();
+  localStorage.setItem(TOKEN_KEY, token);
+  $("token-form").hidden = true;
+  setStatus("");
+  showModel();
+});
+
+showModel();
+startCamera();
+requestAnimationFrame(drawOverlay);

@@ -1,0 +1,356 @@
+"""The HTTP API: answers, every kind of bad request (4xx, never 5xx), security defaults, metrics,
+and a real multi-worker uvicorn server (decompression bomb, slow client)."""
+
+import re
+import socket
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+pytest.importorskip("fastapi")
+cv2 = pytest.importorskip("cv2")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from runtime import Predictor  # noqa: E402
+from runtime.camera_sim import render  # noqa: E402
+from runtime.serve import ServeConfig, create_app  # noqa: E402
+
+
+def encode(image: np.ndarray, ext: str = ".png", **params) -> bytes:
+    ok, data = cv2.imencode(ext, image, [int(k) for kv in params.items() for k in kv])
+    assert ok
+    return data.tobytes()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height, with a few bytes of pixel data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def png_bomb(side: int = 20000) -> bytes:
+    """A real, valid side x side black PNG: a few hundred KB that decode to side² bytes."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    compressor = zlib.compressobj(9)
+    row = b"\0" * (side + 1)
+    idat = b"".join([compressor.compress(row) for _ in range(side)] + [compressor.flush()])
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="module")
+def client():
+    with TestClient(create_app(ServeConfig(max_bytes=2_000_000, max_batch=8))) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def test_images(fashion):
+    rng = np.random.default_rng(5)
+    picks = rng.choice(len(fashion.test_labels), 64, replace=False)
+    return fashion.test_images[picks], fashion.test_labels[picks]
+
+
+@pytest.fixture(scope="module")
+def frame(fashion):
+    """A camera-like 640x480 frame of a test trouser, as JPEG bytes."""
+    trouser = fashion.test_images[np.flatnonzero(fashion.test_labels == 1)[0]]
+    return encode(render(trouser, np.random.default_rng(1)), ".jpg", **{str(cv2.IMWRITE_JPEG_QUALITY): 90})
+
+
+def post_image(client, data: bytes, kind: str = "image/png", query: str = "", headers: dict | None = None):
+    return client.post(f"/v1/classify{query}", content=data, headers={"Content-Type": kind, **(headers or {})})
+
+
+def test_classify_png_answers_like_the_runtime(client, test_images):
+    images, labels = test_images
+    predictor = Predictor()
+    answers = [post_image(client, encode(image)) for image in images]
+    assert all(a.status_code == 200 for a in answers)
+    body = answers[0].json()
+    assert set(body) >= {"label", "index", "confidence", "top_k", "model", "latency_ms", "object_found", "box"}
+    assert len(body["top_k"]) == 3 and body["top_k"][0]["label"] == body["label"]
+    assert body["latency_ms"] > 0 and body["model"]["version"] == predictor.info.version
+    got = np.array([a.json()["index"] for a in answers])
+    expected = np.array([predictor.predict(image).index for image in images])
+    np.testing.assert_array_equal(got, expected)  # PNG is lossless: exactly the runtime's answers
+    assert (got == labels).mean() >= 0.85
+
+
+def test_camera_frame_json_multipart_and_top_k(client, frame):
+    decoded = cv2.imdecode(np.frombuffer(frame, np.uint8), cv2.IMREAD_GRAYSCALE)
+    expected = Predictor().predict(decoded)
+    raw = post_image(client, frame, "image/jpeg", "?top_k=5").json()
+    form = client.post("/v1/classify?top_k=5", files={"image": ("f.jpg", frame, "image/jpeg")}).json()
+    assert raw["label"] == form["label"] == expected.label == "Trouser"
+    assert raw["object_found"] and len(raw["top_k"]) == 5
+    x, y, w, h = raw["box"]
+    assert 0 <= x < x + w <= 640 and 0 <= y < y + h <= 480 and h > 100  # the trouser, in frame pixels
+
+
+def test_roi_limits_where_to_look(client, frame):
+    found = post_image(client, frame, "image/jpeg", "?roi=0,0,640,480").json()
+    corner = post_image(client, frame, "image/jpeg", "?roi=0,0,60,60").json()
+    assert found["object_found"] and not corner["object_found"]
+
+
+def test_large_jpeg_is_decoded_downscaled_and_the_box_is_in_upload_pixels(client, fashion):
+    trouser = fashion.test_images[np.flatnonzero(fashion.test_labels == 1)[1]]
+    big = encode(render(trouser, np.random.default_rng(2), size=(4000, 3000)), ".jpg",
+                 **{str(cv2.IMWRITE_JPEG_QUALITY): 60})
+    assert 256 * 1024 < len(big) < 2_000_000  # decoded off the event loop, within the client's byte limit
+    answer = post_image(client, big, "image/jpeg").json()
+    assert answer["label"] == "Trouser"
+    x, y, w, h = answer["box"]
+    assert x + w <= 4000 and y + h <= 3000 and h > 1000
+
+
+def test_batch_is_one_call_with_answers_in_order(client, test_images, frame):
+    images, _ = test_images
+    files = [("image", (f"{i}.png", encode(image), "image/png")) for i, image in enumerate(images[:5])]
+    files.append(("image", ("frame.jpg", frame, "image/jpeg")))
+    response = client.post("/v1/classify/batch?top_k=2", files=files)
+    assert response.status_code == 200
+    results = response.json()["results"]
+    singles = [post_image(client, data).json()["label"] for _, (_, data, _) in files[:5]]
+    assert [r["label"] for r in results] == [*singles, "Trouser"]
+    assert all(len(r["top_k"]) == 2 for r in results)
+
+
+def test_bmp_and_webp_are_accepted(client, test_images):
+    image = test_images[0][0]
+    for ext, kind in ((".bmp", "image/bmp"), (".webp", "image/webp")):
+        assert post_image(client, encode(image, ext), kind).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def bad_requests(test_images):
+    png = encode(test_images[0][0])
+    big_png = encode(np.random.default_rng(0).integers(0, 255, (1600, 1600), dtype=np.uint8))
+    return {
+        "empty body": (dict(content=b"", headers={"Content-Type": "image/png"}), 400),
+        "truncated PNG": (dict(content=png[: len(png) // 2], headers={"Content-Type": "image/png"}), 400),
+        "truncated JPEG": (dict(content=encode(np.full((64, 64), 90, np.uint8), ".jpg")[:200],
+                                headers={"Content-Type": "image/jpeg"}), 400),
+        "text as image": (dict(content=b"hello, world", headers={"Content-Type": "image/png"}), 415),
+        "GIF": (dict(content=b"GIF89a\x01\x00\x01\x00\x00\x00\x00;", headers={"Content-Type": "image/gif"}), 415),
+        "wrong content type": (dict(content=png, headers={"Content-Type": "text/plain"}), 415),
+        "JSON body": (dict(json={"image": "x"}), 415),
+        "no content type": (dict(content=png, headers={"Content-Type": ""}), 415),
+        "too many bytes": (dict(content=big_png, headers={"Content-Type": "image/png"}), 413),
+        "too many pixels": (dict(content=png_header_only(20000, 20000), headers={"Content-Type": "image/png"}), 413),
+        "multipart without image": (dict(files={"picture": ("a.png", png, "image/png")}), 400),
+        "multipart image as text": (dict(data={"image": "not a file"}, files={"x": ("a", b"", "text/plain")}), 400),
+        "two images to /classify": (dict(files=[("image", ("a.png", png)), ("image", ("b.png", png))]), 400),
+        "top_k 0": (dict(content=png, headers={"Content-Type": "image/png"}, params={"top_k": "0"}), 422),
+        "top_k 11": (dict(content=png, headers={"Content-Type": "image/png"}, params={"top_k": "11"}), 422),
+        "top_k abc": (dict(content=png, headers={"Content-Type": "image/png"}, params={"top_k": "abc"}), 422),
+        "roi three numbers": (dict(content=png, headers={"Content-Type": "image/png"}, params={"roi": "1,2,3"}), 422),
+        "roi negative": (dict(content=png, headers={"Content-Type": "image/png"}, params={"roi": "-1,0,5,5"}), 422),
+        "roi empty": (dict(content=png, headers={"Content-Type": "image/png"}, params={"roi": "0,0,0,5"}), 422),
+        "roi outside": (dict(content=png, headers={"Content-Type": "image/png"}, params={"roi": "50,50,10,10"}), 422),
+    }
+
+
+BAD = ["empty body", "truncated PNG", "truncated JPEG", "text as image", "GIF", "wrong content type", "JSON body",
+       "no content type", "too many bytes", "too many pixels", "multipart without image", "multipart image as text",
+       "two images to /classify", "top_k 0", "top_k 11", "top_k abc", "roi three numbers", "roi negative",
+       "roi empty", "roi outside"]
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_requests_get_a_4xx_json_error(client, bad_requests, case):
+    kwargs, status = bad_requests[case]
+    response = client.post("/v1/classify", **kwargs)
+    assert response.status_code == status, response.text
+    assert response.json()["detail"]  # a message that says what was wrong
+
+
+def test_bad_batches_and_routes(client, test_images):
+    png = encode(test_images[0][0])
+    too_many = client.post("/v1/classify/batch", files=[("image", (f"{i}.png", png)) for i in range(9)])
+    assert too_many.status_code == 400 and "at most 8" in too_many.json()["detail"]
+    raw = client.post("/v1/classify/batch", content=png, headers={"Content-Type": "image/png"})
+    assert raw.status_code == 415
+    broken = client.post("/v1/classify/batch", files=[("image", ("a.png", png)), ("image", ("b.png", b"junk"))])
+    assert broken.status_code == 415 and broken.json()["detail"].startswith("image 2:")
+    assert client.get("/v1/classify").status_code == 405
+    assert client.delete("/v1/model").status_code == 405
+    assert client.get("/v2/anything").status_code == 404
+    bad_multipart = client.post("/v1/classify/batch", content=b"--x\r\nbroken",
+                                headers={"Content-Type": "multipart/form-data; boundary=x"})
+    assert 400 <= bad_multipart.status_code < 500
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=400), cut=st.integers(0, 2000), flips=st.lists(st.integers(0, 10**6), max_size=6),
+       kind=st.sampled_from(["image/png", "image/jpeg", "image/bmp", "image/webp"]))
+def test_fuzzed_bodies_never_get_a_5xx(client, frame, data, cut, flips, kind):
+    mutated = bytearray(frame[: len(frame) - cut])
+    for position in flips:
+        if mutated:
+            mutated[position % len(mutated)] ^= 0xFF
+    for body in (data, bytes(mutated)):
+        response = post_image(client, body, kind)
+        assert response.status_code == 200 or 400 <= response.status_code < 500, response.text
+
+
+def test_model_health_docs_and_page(client):
+    model = client.get("/v1/model").json()
+    assert len(model["labels"]) == 10 and model["input"]["layout"] == "NHWC" and model["model_version"]
+    assert client.get("/healthz").json()["status"] == "ok"
+    schema = client.get("/openapi.json").json()
+    classify = schema["paths"]["/v1/classify"]["post"]
+    assert {"image/png", "image/jpeg", "multipart/form-data"} <= set(classify["requestBody"]["content"])
+    assert {p["name"] for p in classify["parameters"]} == {"top_k", "roi"}
+    assert "/v1/classify/batch" in schema["paths"] and "413" in classify["responses"]
+    docs = client.get("/docs").text
+    assert "swagger" in docs.lower() and "cdn" not in docs.lower()  # works offline
+    page = client.get("/")
+    assert page.status_code == 200 and "getUserMedia" in client.get("/static/app.js").text
+    assert not re.search(r"(src|href)=\"https?://", page.text)  # no CDN
+
+
+def test_metrics_count_requests_by_route_and_status(client, test_images):
+    png = encode(test_images[0][0])
+    before = client.get("/metrics").text
+    post_image(client, png)
+    client.get("/not-a-route")
+    after = client.get("/metrics").text
+
+    def count(text: str, route: str, status: str) -> float:
+        match = re.search(rf'fashion_edge_requests_total{{route="{re.escape(route)}",status="{status}"}} (\S+)', text)
+        return float(match.group(1)) if match else 0.0
+
+    assert count(after, "/v1/classify", "200") == count(before, "/v1/classify", "200") + 1
+    assert count(after, "other", "404") == count(before, "other", "404") + 1
+    assert 'fashion_edge_request_duration_seconds_bucket{le="0.005",route="/v1/classify"}' in after
+    assert "fashion_edge_model_info{" in after and "fashion_edge_predictions_total{" in after
+
+
+def test_token_guards_v1_and_cors_is_off_by_default(test_images):
+    png = encode(test_images[0][0])
+    with TestClient(create_app(ServeConfig(token="s3cret"))) as secured:
+        assert post_image(secured, png).status_code == 401
+        assert post_image(secured, png, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert secured.get("/v1/model").status_code == 401
+        assert post_image(secured, png, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert secured.get("/healthz").status_code == 200
+        response = secured.get("/v1/model", headers={"Origin": "https://elsewhere.example"})
+        assert "access-control-allow-origin" not in response.headers
+    with TestClient(create_app(ServeConfig(cors_origins=("https://shop.example",)))) as open_to_one:
+        allowed = open_to_one.get("/healthz", headers={"Origin": "https://shop.example"})
+        assert allowed.headers["access-control-allow-origin"] == "https://shop.example"
+
+
+def test_cli_defaults_are_safe_and_a_bad_model_exits_2(tmp_path):
+    from runtime.serve.__main__ import parse_args
+
+    args = parse_args([])
+    assert args.host == "127.0.0.1" and args.token is None and args.cors_origin == [] and args.max_bytes == 8 << 20
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"not a model")
+    run = subprocess.run([sys.executable, "-m", "runtime.serve", "--model", str(bad)], capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 2 and "broken.onnx" in run.stderr
+
+
+# --- a real server: two uvicorn workers -----------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def worker_pids(parent: int) -> list[int]:
+    """uvicorn's worker processes (not multiprocessing's resource tracker)."""
+    pids = [int(p) for task in Path(f"/proc/{parent}/task").iterdir() for p in (task / "children").read_text().split()]
+    return [p for p in pids if b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes()]
+
+
+def peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+
+
+@pytest.fixture(scope="module")
+def server():
+    import httpx
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "runtime.serve", "--port", str(port), "--workers", "2",
+                                "--body-timeout", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz").status_code == 200 and len(worker_pids(process.pid)) == 2:
+                break
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    else:
+        process.kill()
+        pytest.fail(f"server did not start: {process.stdout.read()}")
+    yield url, process
+    process.terminate()
+    process.wait(timeout=20)
+
+
+def test_decompression_bomb_is_refused_in_bounded_memory(server):
+    import httpx
+
+    url, process = server
+    bomb = png_bomb(20000)
+    assert len(bomb) < 1_000_000  # a small upload that would decode to 400 MB
+    for _ in range(4):  # reach both workers
+        response = httpx.post(f"{url}/v1/classify", content=bomb, headers={"Content-Type": "image/png"})
+        assert response.status_code == 413 and "limit of 16,000,000 pixels" in response.json()["detail"]
+    assert all(peak_rss_mb(pid) < 500 for pid in worker_pids(process.pid))
+
+
+def test_slow_client_does_not_stall_others_and_times_out(server, test_images):
+    import httpx
+
+    url, _ = server
+    port = int(url.rsplit(":", 1)[1])
+    png = encode(test_images[0][0])
+    slow = socket.create_connection(("127.0.0.1", port))
+    slow.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                 b"Content-Length: 5000\r\n\r\n" + png[:10])  # then nothing more
+    started = time.time()
+    for _ in range(20):  # both workers keep answering while the slow upload hangs
+        assert httpx.post(f"{url}/v1/classify", content=png, headers={"Content-Type": "image/png"}).status_code == 200
+    assert time.time() - started < 5
+    slow.settimeout(10)
+    answer = slow.recv(4096).decode()
+    slow.close()
+    assert answer.startswith("HTTP/1.1 408")
+
+
+def test_metrics_add_up_across_workers(server, test_images):
+    import httpx
+
+    url, _ = server
+    png = encode(test_images[0][1])
+    with httpx.Client() as http:
+        def served() -> float:
+            text = http.get(f"{url}/metrics").text
+            return sum(float(v) for v in re.findall(r'fashion_edge_requests_total{route="/v1/classify/batch",'
+                                                     r'status="200"} (\S+)', text))
+        before = served()
+        for _ in range(30):  # new connections: the kernel spreads them over both workers
+            httpx.post(f"{url}/v1/classify/batch", files=[("image", ("a.png", png))])
+        assert served() == before + 30
