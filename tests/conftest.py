@@ -39,3 +39,40 @@ def exported(quick_run, tmp_path_factory):
         shutil.copy(quick_run / name, out / name)
     code = main(["--format", "all", "--model", str(out / "qat_model.h5"), "--calibration-size", "200"])
     return out, code
+
+
+@pytest.fixture(scope="session")
+def start_server():
+    """Start `python -m runtime.serve ARGS` on a free port; returns (url, process). Stopped at the end."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    processes = []
+
+    def start(*args: str, ready=lambda process: True) -> tuple[str, subprocess.Popen]:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        process = subprocess.Popen([sys.executable, "-m", "runtime.serve", "--port", str(port), *args],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        processes.append(process)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while time.time() < deadline and process.poll() is None:
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200 and ready(process):
+                    return url, process
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        process.kill()
+        pytest.fail(f"the server did not start: {process.stdout.read()}")
+
+    yield start
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=20)

@@ -268,12 +268,6 @@ def test_cli_defaults_are_safe_and_a_bad_model_exits_2(tmp_path):
 
 # --- a real server: two uvicorn workers -----------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def worker_pids(parent: int) -> list[int]:
     """uvicorn's worker processes (not multiprocessing's resource tracker)."""
     pids = [int(p) for task in Path(f"/proc/{parent}/task").iterdir() for p in (task / "children").read_text().split()]
@@ -286,27 +280,9 @@ def peak_rss_mb(pid: int) -> float:
 
 
 @pytest.fixture(scope="module")
-def server():
-    import httpx
-
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "runtime.serve", "--port", str(port), "--workers", "2",
-                                "--body-timeout", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz").status_code == 200 and len(worker_pids(process.pid)) == 2:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    else:
-        process.kill()
-        pytest.fail(f"server did not start: {process.stdout.read()}")
-    yield url, process
-    process.terminate()
-    process.wait(timeout=20)
+def server(start_server):
+    return start_server("--workers", "2", "--body-timeout", "2",
+                        ready=lambda process: len(worker_pids(process.pid)) == 2)
 
 
 def test_decompression_bomb_is_refused_in_bounded_memory(server):

@@ -1,0 +1,123 @@
+"""The web page in a real headless Chromium: a fake camera fed from a video of a garment,
+and the file-picker fallback; the page must show the garment's label."""
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+webdriver = pytest.importorskip("selenium.webdriver")
+cv2 = pytest.importorskip("cv2")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
+                                reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
+
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+from runtime import Predictor  # noqa: E402
+from runtime.camera_sim import Scene, render  # noqa: E402
+
+GUIDE = 0.8  # the page's guide box: a centred square, 80% of the short side
+HELD = Scene(height_range=(0.5, 0.55), max_offset=0.03, max_rotation=4)  # a garment held inside the box
+
+
+def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 10) -> None:
+    """Chromium's fake camera reads YUV4MPEG2 (4:2:0 planar)."""
+    height, width = frames[0].shape[:2]
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for frame in frames:
+            f.write(b"FRAME\n" + cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420).tobytes())
+
+
+def guide_crop_label(frame: np.ndarray, predictor: Predictor) -> str:
+    """What the page sends for this frame (the guide box at 224 px, JPEG), classified by the runtime."""
+    height, width = frame.shape[:2]
+    side = round(min(width, height) * GUIDE)
+    x, y = round((width - side) / 2), round((height - side) / 2)
+    crop = cv2.resize(frame[y:y + side, x:x + side], (224, 224), interpolation=cv2.INTER_AREA)
+    _, jpeg = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return predictor.predict(cv2.imdecode(jpeg, cv2.IMREAD_GRAYSCALE)).label
+
+
+def camera_video(fashion, label: str, path: Path) -> Path:
+    """Frames of the first test garment of ``label`` that the runtime recognises in the guide box:
+    three poses, each held for a second, as a hand holds a garment."""
+    predictor = Predictor()
+    index = predictor.labels.index(label)
+    rng = np.random.default_rng(3)
+    for i in np.flatnonzero(fashion.test_labels == index)[:20]:
+        poses = [render(fashion.test_images[i], rng, HELD) for _ in range(3)]
+        if all(guide_crop_label(pose, predictor) == label for pose in poses):
+            write_y4m(path, [pose for pose in poses for _ in range(10)])
+            return path
+    pytest.fail(f"no test {label} is recognised in simulated frames")
+
+
+def chromium(fake_video: Path | None = None, window: str = "1100,760"):
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 f"--window-size={window}", "--use-fake-ui-for-media-stream"):
+        options.add_argument(flag)
+    if fake_video is not None:
+        options.add_argument("--use-fake-device-for-media-stream")
+        options.add_argument(f"--use-file-for-fake-video-capture={fake_video}")
+    return webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
+
+
+def shown_label(driver, timeout: float = 40) -> str:
+    label = driver.find_element(By.ID, "label")
+    WebDriverWait(driver, timeout).until(lambda _: label.get_attribute("data-label"))
+    return label.get_attribute("data-label")
+
+
+@pytest.fixture(scope="module")
+def page_url(start_server):
+    url, _ = start_server()
+    return url
+
+
+@pytest.mark.parametrize("label, window", [("Trouser", "412,860"), ("Bag", "1100,760")], ids=["phone", "laptop"])
+def test_live_camera_shows_the_garment_label(page_url, fashion, tmp_path, label, window):
+    video = camera_video(fashion, label, tmp_path / "camera.y4m")
+    driver = chromium(video, window)
+    try:
+        driver.get(page_url)
+        assert shown_label(driver) == label
+        WebDriverWait(driver, 20).until(lambda d: d.find_element(By.ID, "fps").text != "– fps")
+        assert shown_label(driver) == label  # still, a few answers later
+        assert float(driver.find_element(By.ID, "server-ms").text) > 0
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#results li")) == 3
+        assert driver.find_element(By.ID, "status").text == ""
+        shot = tmp_path / "web_page.png"
+        driver.save_screenshot(str(shot))
+    finally:
+        driver.quit()
+    image = cv2.imread(str(shot))
+    amber = np.all(np.abs(image.astype(int) - (0, 220, 255)) < 40, axis=-1)  # BGR of the guide box
+    assert amber.sum() > 500  # the overlay is drawn over the live video
+    if os.environ.get("WEB_SCREENSHOT_DIR"):  # for the README: WEB_SCREENSHOT_DIR=docs pytest ...
+        shutil.copy(shot, Path(os.environ["WEB_SCREENSHOT_DIR"]) / f"web_page_{label.lower()}.png")
+
+
+def test_without_a_camera_a_picked_file_is_classified(page_url, fashion, tmp_path):
+    predictor = Predictor()
+    boots = np.flatnonzero(fashion.test_labels == predictor.labels.index("Ankle boot"))
+    image = next(fashion.test_images[i] for i in boots if predictor.predict(fashion.test_images[i]).label == "Ankle boot")
+    path = tmp_path / "boot.png"
+    cv2.imwrite(str(path), cv2.resize(255 - image, (280, 280)))  # a dark boot on white, like a photo
+    driver = chromium()  # no fake device: getUserMedia fails, the page offers the file picker
+    try:
+        driver.get(page_url)
+        WebDriverWait(driver, 20).until(lambda d: "image" in d.find_element(By.ID, "status").text.lower())
+        driver.find_element(By.ID, "file").send_keys(str(path))
+        assert shown_label(driver) == "Ankle boot"
+        assert driver.find_element(By.ID, "still").is_displayed()
+    finally:
+        driver.quit()
