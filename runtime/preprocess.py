@@ -223,11 +223,13 @@ def find_object(gray: np.ndarray) -> Prepared:
     """Locate the garment in a 2-D grayscale frame and frame it like Fashion-MNIST."""
     h, w = gray.shape
     nothing = Prepared(np.zeros((SIZE, SIZE), np.float32), False, None)
+    if min(h, w) < 4:  # a sliver: no room for a garment
+        return nothing
     # 1. analyse a small copy: speed, and the averaging suppresses sensor noise
     step = max(1, -(-max(h, w) // WORK_SIZE))
-    small = shrink(gray, step)
-    if min(small.shape) < 4:
-        small, step = to_unit(gray), 1
+    if min(h, w) // step < 4:  # a long thin image: shrinking it would leave nothing
+        step = 1
+    small = shrink(gray, step) if step > 1 else to_unit(gray)
     # 2. background plane and polarity: dark-on-light becomes bright-on-black
     coef = fit_background(small)
     diff = small - plane(coef, small.shape)
@@ -250,7 +252,7 @@ def find_object(gray: np.ndarray) -> Prepared:
     if x1 - x0 < 2 or y1 - y0 < 2:
         return nothing
     # 5. the object signal inside the box, at about twice the output resolution
-    k = max(1, max(x1 - x0, y1 - y0) // (2 * SIZE))
+    k = max(1, min(max(x1 - x0, y1 - y0) // (2 * SIZE), min(x1 - x0, y1 - y0)))  # never shrink a side to 0
     crop = shrink(gray[y0:y1, x0:x1], k)
     patch = plane(coef, (h, w), (x0, y0, x0 + crop.shape[1] * k, y0 + crop.shape[0] * k), k)
     crop_signal = np.clip((patch - crop) if light_backdrop else (crop - patch), 0.0, None)

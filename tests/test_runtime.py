@@ -96,6 +96,14 @@ def test_any_array_gives_a_prediction_or_a_value_error(int8, image):
     assert np.isfinite(prediction.probabilities).all() and 0 <= prediction.index < 10
 
 
+@pytest.mark.parametrize("shape", [(1, 97), (3, 3), (2, 640), (5, 2000), (2000, 5), (4, 4, 3)])
+def test_slivers_and_long_thin_images_find_no_garment(int8, shape):
+    image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    prediction = int8.predict(image)
+    assert np.isfinite(prediction.probabilities).all()
+    assert not prediction.object_found or min(shape[:2]) >= 4
+
+
 @pytest.mark.parametrize("content, suffix", [
     (b"", ".onnx"), (b"not a model at all", ".onnx"), (b"\x00" * 4096, ".tflite"),
     (b"garbage", ".tflite"), (b"x", ".pb"),

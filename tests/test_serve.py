@@ -19,7 +19,7 @@ pytest.importorskip("fastapi")
 cv2 = pytest.importorskip("cv2")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from runtime import Predictor  # noqa: E402
+from runtime import CLASS_NAMES, Predictor  # noqa: E402
 from runtime.camera_sim import render  # noqa: E402
 from runtime.serve import ServeConfig, create_app  # noqa: E402
 
@@ -204,6 +204,20 @@ def test_fuzzed_bodies_never_get_a_5xx(client, frame, data, cut, flips, kind):
     for body in (data, bytes(mutated)):
         response = post_image(client, body, kind)
         assert response.status_code == 200 or 400 <= response.status_code < 500, response.text
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(height=st.integers(1, 300), width=st.integers(1, 300), channels=st.sampled_from([1, 3, 4]),
+       seed=st.integers(0, 2**32 - 1), ext=st.sampled_from([".png", ".jpg", ".bmp"]))
+def test_any_valid_image_of_any_size_gets_an_answer(client, height, width, channels, seed, ext):
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (height, width, channels), dtype=np.uint8)
+    if ext == ".jpg" and channels == 4:
+        image = image[..., :3]
+    response = post_image(client, encode(image, ext), "image/" + ext[1:].replace("jpg", "jpeg"))
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["label"] in CLASS_NAMES and 0 <= answer["confidence"] <= 1
 
 
 def test_model_health_docs_and_page(client):

@@ -109,7 +109,7 @@ def test_live_camera_shows_the_garment_label(page_url, fashion, tmp_path, label,
 def test_without_a_camera_a_picked_file_is_classified(page_url, fashion, tmp_path):
     predictor = Predictor()
     boots = np.flatnonzero(fashion.test_labels == predictor.labels.index("Ankle boot"))
-    image = next(fashion.test_images[i] for i in boots if predictor.predict(fashion.test_images[i]).label == "Ankle boot")
+    image = next(image for image in fashion.test_images[boots] if predictor.predict(image).label == "Ankle boot")
     path = tmp_path / "boot.png"
     cv2.imwrite(str(path), cv2.resize(255 - image, (280, 280)))  # a dark boot on white, like a photo
     driver = chromium()  # no fake device: getUserMedia fails, the page offers the file picker

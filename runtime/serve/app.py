@@ -27,6 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect
 
 from runtime.predictor import Prediction, Predictor
 from runtime.serve import metrics
@@ -97,6 +98,7 @@ def create_app(config: ServeConfig) -> FastAPIOffline:
         description="Classify garment photos and camera frames with an int8 Fashion-MNIST model. "
                     "Send image bytes (PNG, JPEG, BMP, WebP) with an image/* content type, or a multipart "
                     "form with an `image` field.")
+
     async def authorize(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
         given = credentials.credentials.encode() if credentials else b""
         if not hmac.compare_digest(given, config.token.encode()):
@@ -110,9 +112,9 @@ def create_app(config: ServeConfig) -> FastAPIOffline:
         # Small images take well under a millisecond: a thread hop would cost more than it saves.
         return work() if size <= INLINE_BYTES else await anyio.to_thread.run_sync(work)
 
-    def answer(prediction: Prediction, decoded: Decoded | None, top_k: int, started: float) -> dict:
+    def answer(prediction: Prediction, decoded: Decoded, top_k: int, started: float) -> dict:
         box = prediction.box
-        if box is not None and decoded is not None and decoded.scale != 1:
+        if box is not None and decoded.scale != 1:
             box = tuple(round(v / decoded.scale) for v in box)
         metrics.PREDICTIONS.labels(prediction.label).inc()
         return {"label": prediction.label, "index": prediction.index, "confidence": round(prediction.confidence, 6),
@@ -154,7 +156,10 @@ def create_app(config: ServeConfig) -> FastAPIOffline:
         def work() -> dict:
             decoded = [decode_or_4xx(data, config.max_pixels, f"image {i + 1}: ") for i, data in enumerate(images)]
             with predict_lock:
-                predictions = predictor.predict_batch([d.gray for d in decoded])
+                try:
+                    predictions = predictor.predict_batch([d.gray for d in decoded])
+                except ValueError as e:
+                    raise HTTPException(422, str(e)) from None
             results = [answer(p, d, top_k, started) for p, d in zip(predictions, decoded)]
             return {"results": results, "model": model, "latency_ms": round((perf_counter() - started) * 1000, 3)}
 
@@ -272,6 +277,8 @@ async def read_body(request: Request, config: ServeConfig) -> bytes:
                 chunks.append(chunk)
     except TimeoutError:
         raise HTTPException(408, f"the body did not arrive within {config.body_timeout:g} s") from None
+    except ClientDisconnect:  # nobody will read the answer; counted as a 400, not logged as a crash
+        raise HTTPException(400, "the client went away before sending the whole body") from None
     return b"".join(chunks)
 
 
