@@ -13,7 +13,7 @@ const grab = document.createElement("canvas");
 let token = localStorage.getItem(TOKEN_KEY) || "";
 let live = false;          // classifying camera frames
 let lastBox = null;        // the last found object, in video pixels
-let fps = 0, lastAnswerAt = 0;
+let answeredAt = [];       // times of the last answers, for the frame rate
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const setStatus = (text) => { $("status").textContent = text; };
@@ -63,9 +63,9 @@ function render(answer) {
     return item;
   }));
   const now = performance.now();
-  if (lastAnswerAt) fps = fps ? 0.8 * fps + 0.2 * (1000 / (now - lastAnswerAt)) : 1000 / (now - lastAnswerAt);
-  lastAnswerAt = now;
-  $("fps").textContent = live ? `${fps.toFixed(1)} fps` : "– fps";
+  answeredAt = [...answeredAt.filter((t) => now - t < 3000), now];  // a 3-second window
+  const fps = (answeredAt.length - 1) / ((now - answeredAt[0]) / 1000);
+  $("fps").textContent = live && answeredAt.length > 1 ? `${fps.toFixed(1)} fps` : "– fps";
   $("server-ms").textContent = answer.latency_ms.toFixed(1);
   $("rtt-ms").textContent = answer.rttMs.toFixed(0);
   setStatus("");
@@ -152,8 +152,7 @@ async function startCamera() {
   showCamera(true);
   if (!live) {
     live = true;
-    lastAnswerAt = 0;
-    fps = 0;
+    answeredAt = [];
     classifyLoop();
   }
 }
