@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 OUT    ?= artifacts
 MODELS := runtime/models
 
-.PHONY: demo test data train export bench models clean
+.PHONY: demo test data train export bench models clean arm64-check compare serve bench-serve
 
 ## demo: set up, train float + QAT, export every format, parity gate, results table
 demo: $(VENV)/.all data train export bench
@@ -24,10 +24,28 @@ export: $(VENV)/.all data
 bench: $(VENV)/.all
 	$(BIN)/python -m runtime.bench --models $(OUT) --out $(OUT)/bench.json --keras-model $(OUT)/float_model.h5
 
+## serve: the web page and HTTP API on http://127.0.0.1:8000/ (bundled int8 model)
+serve: $(VENV)/.all
+	$(BIN)/python -m runtime.serve
+
+## bench-serve: load test, our server against Flask + Keras in the same run (needs wrk)
+bench-serve: $(VENV)/.dev data
+	$(BIN)/python benchmarks/serve_load.py --keras-model $(OUT)/float_model.h5 --out $(OUT)/serve_load.json
+
+## compare: every architecture trained alike, QAT, int8; table, Pareto plot (about 35 min)
+compare: $(VENV)/.all data
+	$(BIN)/python -m train.compare --out $(OUT)/compare
+
 ## models: reproduce the bundled pretrained models (and the test's golden file) from a demo run
 models: demo
 	cp $(OUT)/fashion_int8.tflite $(OUT)/fashion_int8.onnx $(OUT)/fashion_float.onnx $(MODELS)/
 	cp $(OUT)/qat_test_predictions.npy $(OUT)/parity.json $(OUT)/train_report.json $(MODELS)/
+
+## arm64-check: runtime tests, CLI and camera demo on emulated arm64 Debian bookworm (Raspberry Pi
+## OS 64-bit), answers compared with x86; root; minutes (the rootfs is cached in ~/.cache/fashion-edge)
+arm64-check: $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[tflite,camera]'
+	$(BIN)/python tools/arm64_check.py
 
 # The official files: found locally, else Debian's package (as root), else the mirror.
 data: $(VENV)/.all
