@@ -11,6 +11,16 @@ from pathlib import Path
 from train.data import DataError
 
 
+def arch_spec(text: str) -> str:
+    from train.model import parse_spec
+
+    try:
+        parse_spec(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from train.augment import PRESETS
     from train.model import ARCHITECTURES
@@ -18,7 +28,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     d = TrainConfig()
     p = argparse.ArgumentParser(prog="python -m train", description=__doc__)
-    p.add_argument("--arch", default=d.arch, choices=sorted(ARCHITECTURES))
+    p.add_argument("--arch", default=d.arch, type=arch_spec,
+                   help=f"one of {', '.join(ARCHITECTURES)}; builder arguments may follow, "
+                        "e.g. edge:width=1.5,dropout=0.3")
     p.add_argument("--epochs", type=int, default=d.epochs, help="float epochs (max; early stopping)")
     p.add_argument("--qat-epochs", type=int, default=d.qat_epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)

@@ -1,12 +1,16 @@
-"""CNN architectures for 28x28 grayscale garments.
+"""CNN architectures (and classic baselines) for 28x28 grayscale garments.
 
 Inputs are float pixels in [0, 1], shape (28, 28, 1); outputs are class probabilities.
 Every layer is one that tensorflow-model-optimization can quantize and that converts
 to int8 TFLite builtins (Conv2D, BatchNorm folded, ReLU, MaxPool, Dense, Softmax).
+
+An architecture is named by a registry key, optionally with builder arguments:
+``edge`` or ``edge:width=1.5,dropout=0.3`` (what the hyperparameter search trains).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 from train.keras_env import keras
@@ -24,24 +28,28 @@ def conv_bn(filters: int, kernel: int = 3) -> list:
             L.BatchNormalization(momentum=0.9), L.ReLU()]
 
 
-def flatten_head(dropout: float) -> list:
+def flatten_head(dropout: float, units: int = 128) -> list:
     return [L.Flatten(), L.Dropout(dropout),
-            L.Dense(128, activation="relu"), L.Dropout(dropout),
+            L.Dense(units, activation="relu"), L.Dropout(dropout),
             L.Dense(NUM_CLASSES, activation="softmax")]
 
 
-def edge_cnn(dropout: float = 0.2) -> keras.Model:
+def edge_cnn(dropout: float = 0.2, width: float = 1.0) -> keras.Model:
     """The shipped model: one conv at 28x28, two at 14x14, one at 7x7, flatten head.
 
     Early pooling keeps multiply-adds low (~15M, for latency); a flatten head keeps
-    where-on-the-garment information that global pooling throws away.
+    where-on-the-garment information that global pooling throws away. ``width`` scales
+    every conv and the dense layer (for the hyperparameter search).
     """
+    def w(n: int) -> int:
+        return max(8, round(n * width))
+
     return keras.Sequential([
         L.Input(INPUT_SHAPE),
-        *conv_bn(32), L.MaxPooling2D(),
-        *conv_bn(64), *conv_bn(64), L.MaxPooling2D(),
-        *conv_bn(128), L.MaxPooling2D(),
-        *flatten_head(dropout),
+        *conv_bn(w(32)), L.MaxPooling2D(),
+        *conv_bn(w(64)), *conv_bn(w(64)), L.MaxPooling2D(),
+        *conv_bn(w(128)), L.MaxPooling2D(),
+        *flatten_head(dropout, w(128)),
     ], name="edge_cnn")
 
 
@@ -67,19 +75,89 @@ def design_baseline() -> keras.Model:
     ], name="design_baseline")
 
 
-ARCHITECTURES: dict[str, Callable[[], keras.Model]] = {
+def notebook_cnn() -> keras.Model:
+    """The common notebook CNN: two valid 3x3 convs (30, 60 filters), dense 60."""
+    return keras.Sequential([
+        L.Input(INPUT_SHAPE),
+        L.Conv2D(30, 3, activation="relu"), L.MaxPooling2D(),
+        L.Conv2D(60, 3, activation="relu"), L.MaxPooling2D(),
+        L.Flatten(), L.Dense(60, activation="relu"),
+        L.Dense(NUM_CLASSES, activation="softmax"),
+    ], name="notebook_cnn")
+
+
+def lenet(l2: float = 5e-4, dropout: float = 0.3) -> keras.Model:
+    """LeNet-5 layout (6 and 16 5x5 convs, dense 120 and 84) with ReLU, max pooling,
+    L2 weight decay and dropout."""
+    reg = keras.regularizers.l2(l2)
+    return keras.Sequential([
+        L.Input(INPUT_SHAPE),
+        L.Conv2D(6, 5, padding="same", activation="relu", kernel_regularizer=reg), L.MaxPooling2D(),
+        L.Conv2D(16, 5, activation="relu", kernel_regularizer=reg), L.MaxPooling2D(),
+        L.Flatten(),
+        L.Dense(120, activation="relu", kernel_regularizer=reg), L.Dropout(dropout),
+        L.Dense(84, activation="relu", kernel_regularizer=reg), L.Dropout(dropout),
+        L.Dense(NUM_CLASSES, activation="softmax"),
+    ], name="lenet")
+
+
+def mlp(dropout: float = 0.2) -> keras.Model:
+    """Dense only: 784 -> 256 -> 128 -> 10."""
+    return keras.Sequential([
+        L.Input(INPUT_SHAPE), L.Flatten(),
+        L.Dense(256, activation="relu"), L.Dropout(dropout),
+        L.Dense(128, activation="relu"), L.Dropout(dropout),
+        L.Dense(NUM_CLASSES, activation="softmax"),
+    ], name="mlp")
+
+
+def linear() -> keras.Model:
+    """Softmax regression on the 784 pixels: the floor every model must clear."""
+    return keras.Sequential([L.Input(INPUT_SHAPE), L.Flatten(),
+                             L.Dense(NUM_CLASSES, activation="softmax")], name="linear")
+
+
+ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
     "edge": edge_cnn,
     "deep7": deep7_cnn,
     "design_baseline": design_baseline,
+    "notebook_cnn": notebook_cnn,
+    "lenet": lenet,
+    "mlp": mlp,
+    "linear": linear,
 }
 
 
+def parse_spec(text: str) -> tuple[str, dict[str, float]]:
+    """``"edge:width=1.5,dropout=0.3"`` -> ("edge", {"width": 1.5, "dropout": 0.3})."""
+    name, _, args = text.partition(":")
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
+    accepted = inspect.signature(ARCHITECTURES[name]).parameters
+    params = {}
+    for item in filter(None, args.split(",")):
+        key, _, value = item.partition("=")
+        key = key.strip()
+        try:
+            params[key] = float(value)
+        except ValueError:
+            raise ValueError(f"bad architecture argument {item!r} in {text!r}: use key=number") from None
+        if key not in accepted:
+            raise ValueError(f"architecture {name!r} takes {', '.join(accepted) or 'no arguments'}, "
+                             f"not {key!r}")
+    return name, params
+
+
+def spec(name: str, **params: float) -> str:
+    """The inverse of ``parse_spec``: a canonical name for ``name`` built with ``params``."""
+    args = ",".join(f"{k}={v:.4g}" for k, v in sorted(params.items()))
+    return f"{name}:{args}" if args else name
+
+
 def build(name: str = "edge") -> keras.Model:
-    try:
-        return ARCHITECTURES[name]()
-    except KeyError:
-        raise ValueError(f"unknown architecture {name!r}; choose one of "
-                         f"{', '.join(ARCHITECTURES)}") from None
+    """Build a registry architecture; ``name`` may carry arguments (see ``parse_spec``)."""
+    arch, params = parse_spec(name)
+    return ARCHITECTURES[arch](**params)
 
 
 def count_macs(model: keras.Model) -> int:
