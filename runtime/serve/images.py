@@ -49,8 +49,6 @@ def decode(data: bytes, max_pixels: int) -> Decoded:
         if image.format in ("JPEG", "WEBP"):
             image = ImageOps.exif_transpose(image)  # phone photos: the orientation the user saw
         gray = _to_gray(image)
-    except BadImage:
-        raise
     except Exception as e:  # truncated or corrupt pixel data
         raise BadImage(400, f"cannot decode the image: {e}") from None
     return Decoded(gray, max(gray.shape) / max(width, height))  # draft scales both sides alike
