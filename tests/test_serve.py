@@ -30,23 +30,24 @@ def encode(image: np.ndarray, ext: str = ".png", **params) -> bytes:
     return data.tobytes()
 
 
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height, with a few bytes of pixel data."""
+def gray_png(width: int, height: int, idat: bytes) -> bytes:
+    """An 8-bit grayscale PNG with the given header size and compressed pixel data."""
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height, with a few bytes of pixel data."""
+    return gray_png(width, height, zlib.compress(b"\0" * 64))
 
 
 def png_bomb(side: int = 20000) -> bytes:
     """A real, valid side x side black PNG: a few hundred KB that decode to side² bytes."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
     compressor = zlib.compressobj(9)
     row = b"\0" * (side + 1)
-    idat = b"".join([compressor.compress(row) for _ in range(side)] + [compressor.flush()])
-    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    return gray_png(side, side, b"".join([compressor.compress(row) for _ in range(side)] + [compressor.flush()]))
 
 
 @pytest.fixture(scope="module")
