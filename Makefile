@@ -22,7 +22,7 @@ export: $(VENV)/.all data
 	$(BIN)/python -m export --format all --model $(OUT)/qat_model.h5 --out $(OUT)
 
 bench: $(VENV)/.all
-	$(BIN)/python -m runtime.bench --models $(OUT) --out $(OUT)/bench.json --keras-model $(OUT)/float_model.h5
+	$(BIN)/python benchmarks/keras_latency.py --models $(OUT) --out $(OUT)/bench.json --keras-model $(OUT)/float_model.h5
 
 ## serve: the web page and HTTP API on http://127.0.0.1:8000/ (bundled int8 model)
 serve: $(VENV)/.all
@@ -34,7 +34,7 @@ bench-serve: $(VENV)/.dev data
 
 ## compare: every architecture trained alike, QAT, int8; table, Pareto plot (about 35 min)
 compare: $(VENV)/.all data
-	$(BIN)/python -m train.compare --out $(OUT)/compare
+	$(BIN)/python -m experiments.compare --out $(OUT)/compare
 
 ## models: reproduce the bundled pretrained models (and the test's golden file) from a demo run
 models: demo

@@ -16,7 +16,7 @@ import numpy as np
 from flask import Flask, jsonify, request
 from PIL import Image
 
-from runtime.labels import CLASS_NAMES
+from train.data import CLASS_NAMES
 from train.keras_env import keras
 
 
@@ -35,7 +35,8 @@ def create_app(model, direct_call: bool) -> Flask:
 
     @app.post("/predict")
     def predict():
-        image = Image.open(io.BytesIO(request.get_data())).convert("L").resize((28, 28))
+        height, width = model.input_shape[1:3]
+        image = Image.open(io.BytesIO(request.get_data())).convert("L").resize((width, height))
         x = np.asarray(image, np.float32)[None, :, :, None] / 255.0
         probabilities = model(x, training=False).numpy()[0] if direct_call else model.predict(x, verbose=0)[0]
         index = int(np.argmax(probabilities))

@@ -10,23 +10,19 @@ from pathlib import Path
 
 import numpy as np
 
-FORMATS = ("tflite", "onnx", "all")
+from export.formats import FAMILIES, FORMATS
+
 GOLDEN = "qat_test_predictions.npy"
-ARTIFACTS = {  # format name in parity.json -> file name in --out (and in runtime/models)
-    "tflite-int8": "fashion_int8.tflite",
-    "onnx-float": "fashion_float.onnx",
-    "onnx-int8": "fashion_int8.onnx",
-}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m export", description=__doc__)
-    p.add_argument("--format", choices=FORMATS, default="all")
+    p.add_argument("--format", choices=(*FAMILIES, "all"), default="all")
     p.add_argument("--model", type=Path, default=Path("artifacts/qat_model.h5"),
                    help="the QAT model written by `python -m train`")
     p.add_argument("--out", type=Path, default=None, help="default: the model's directory")
     p.add_argument("--calibration-size", type=int, default=1000,
-                   help="training images (stratified) to calibrate int8 ranges")
+                   help="training images (stratified, at least one per class) to calibrate int8 ranges")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--check", action="store_true",
                    help="only run the parity gate on the models already in --out")
@@ -35,57 +31,49 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.opset < 17:
         p.error("--opset must be 17 or newer")
-    if args.calibration_size < 10:
-        p.error("--calibration-size must be at least 10 (one image per class)")
+    if args.calibration_size < 2:
+        p.error("--calibration-size must be at least one image per class")
     args.out = args.out or args.model.parent
     return args
 
 
 def export(args, qat_model, dataset) -> dict[str, Path]:
     """Write the formats asked for; returns {format name: path}."""
-    from export import convert
     from export.calibration import calibration_images
+    from export.formats import Job, selected
     from export.metadata import build_metadata, model_version, training_summary
 
-    calibration = calibration_images(dataset.train_images, dataset.train_labels,
-                                     args.calibration_size, args.seed)
+    contract = dataset.contract
     version = model_version(args.model)
     training = training_summary(args.model.parent / "train_report.json")
-
-    def meta(fmt):
-        return build_metadata(fmt, version, training)
-
-    paths = {name: args.out / file for name, file in ARTIFACTS.items()}
+    job = Job(qat_model, training.get("architecture") or "edge", contract,
+              calibration_images(dataset.train_images, dataset.train_labels, args.calibration_size,
+                                 contract, args.seed),
+              lambda fmt: build_metadata(fmt, version, training, contract), args.out, args.opset)
     written = {}
-    if args.format in ("tflite", "all"):
-        written["tflite-int8"] = convert.export_tflite(qat_model, calibration, paths["tflite-int8"],
-                                                       meta("tflite-int8"))
-    if args.format in ("onnx", "all"):
-        float_model = convert.float_from_qat(qat_model, training.get("architecture") or "edge")
-        written["onnx-float"] = convert.export_onnx_float(float_model, paths["onnx-float"],
-                                                          meta("onnx-float"), calibration, args.opset)
-        written["onnx-int8"] = convert.export_onnx_int8(paths["onnx-float"], paths["onnx-int8"],
-                                                        meta("onnx-int8"), calibration)
-    for path in written.values():
-        print(f"wrote {path}")
+    for fmt in selected(args.format):
+        written[fmt.name] = fmt.convert(job, args.out / fmt.file)
+        print(f"wrote {written[fmt.name]}")
     return written
 
 
 def parity(args, qat_model, dataset, models: dict[str, Path]) -> int:
     """Gate ``models`` ({format name: path}) against the QAT model; exit code 0 or 1."""
     from export import parity as gate
-    from train.report import write_json
-    from train.trainer import as_input
+    from runtime.files import atomic_path, write_json
 
     if not models:
         print(f"error: no exported models in {args.out}: run `python -m export --format all`",
               file=sys.stderr)
         return 2
-    images = as_input(dataset.test_images)
+    contract = dataset.contract
+    images = contract.model_input(dataset.test_images)
     reference = qat_model.predict(images, batch_size=1000, verbose=0)
-    results = gate.evaluate(reference, args.model.stat().st_size, models, images, dataset.test_labels)
+    results = gate.evaluate(reference, args.model.stat().st_size, models, images, dataset.test_labels,
+                            contract.labels)
     # golden file: the QAT model's top-1 on the test set, for tests of the bundled models
-    np.save(args.out / GOLDEN, reference.argmax(1).astype(np.uint8))
+    with atomic_path(args.out / GOLDEN) as tmp:
+        np.save(tmp, reference.argmax(1).astype(np.uint8))
     problems = gate.failures(results)
     payload = {"test_images": len(images), "reference": gate.REFERENCE, "formats": results,
                "int8_vs_float_per_class": gate.int8_vs_float(results),
@@ -120,8 +108,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {args.model} is not a readable QAT model ({e}); re-run `python -m train`",
                   file=sys.stderr)
             return 2
+        if args.calibration_size < len(dataset.contract.labels):
+            print(f"error: --calibration-size must be at least {len(dataset.contract.labels)} "
+                  "(one image per class)", file=sys.stderr)
+            return 2
         if args.check:
-            models = {name: args.out / file for name, file in ARTIFACTS.items() if (args.out / file).is_file()}
+            models = {f.name: args.out / f.file for f in FORMATS.values() if (args.out / f.file).is_file()}
         else:
             models = export(args, qat_model, dataset)
         code = parity(args, qat_model, dataset, models)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from export.files import atomic_path
 from runtime.backends import open_backend
+from runtime.files import atomic_path
 from runtime.metadata import METADATA_KEY, METADATA_MEMBER
 from train.keras_env import keras, tf
 from train.model import build
@@ -25,7 +25,7 @@ def float_from_qat(qat_model: keras.Model, arch: str) -> keras.Model:
     The float ONNX and the source of the int8 ONNX come from here, so every format
     derives from the one QAT model and agrees with it as closely as int8 allows.
     """
-    model = build(arch)
+    model = build(arch, qat_model.input_shape[1:], qat_model.output_shape[-1])
     wrappers = [layer for layer in qat_model.layers if hasattr(layer, "layer")]  # not the input QuantizeLayer
     if [type(w.layer) for w in wrappers] != [type(layer) for layer in model.layers]:
         raise ValueError(f"the QAT model's layers do not match architecture {arch!r}")
@@ -37,9 +37,11 @@ def float_from_qat(qat_model: keras.Model, arch: str) -> keras.Model:
 
 
 def verify_model(path: Path, samples: np.ndarray) -> None:
-    """Load ``path`` with the runtime and check it returns probabilities: else raise."""
-    probabilities = open_backend(path, num_threads=1).run(samples)
-    if probabilities.shape != (len(samples), 10) or not np.isfinite(probabilities).all():
+    """Load ``path`` with the runtime (which checks the metadata against the graph) and check
+    that it returns probabilities: else raise."""
+    backend = open_backend(path, num_threads=1)
+    probabilities = backend.run(samples)
+    if probabilities.shape != (len(samples), len(backend.info.labels)) or not np.isfinite(probabilities).all():
         raise RuntimeError(f"{path}: bad output {probabilities.shape}")
     if not np.allclose(probabilities.sum(1), 1.0, atol=0.05):
         raise RuntimeError(f"{path}: outputs are not probabilities")
@@ -83,7 +85,7 @@ def embed_onnx_metadata(onnx_model, metadata: dict) -> None:
 
     del onnx_model.metadata_props[:]
     onnx.helper.set_model_props(onnx_model, {METADATA_KEY: json.dumps(metadata)})
-    onnx_model.doc_string = f"Fashion-MNIST classifier {metadata['model_version']} ({metadata['format']})"
+    onnx_model.doc_string = f"image classifier {metadata['model_version']} ({metadata['format']})"
 
 
 def save_onnx(onnx_model, path: Path, calibration: np.ndarray) -> Path:

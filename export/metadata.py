@@ -1,4 +1,4 @@
-"""The metadata embedded in every exported model (read back by runtime.metadata)."""
+"""The metadata embedded in every exported model: the data's contract plus provenance."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from runtime.labels import CLASS_NAMES
-from runtime.metadata import FORMAT_VERSION
+from runtime.contract import Contract
 
 
 def model_version(qat_path: Path) -> str:
@@ -32,28 +31,9 @@ def training_summary(report_path: Path) -> dict:
     }
 
 
-def build_metadata(fmt: str, version: str, training: dict, *, dtype: str = "float32",
-                   quantization: dict | None = None) -> dict:
+def build_metadata(fmt: str, version: str, training: dict, contract: Contract, *,
+                   dtype: str = "float32", quantization: dict | None = None) -> dict:
     """``fmt``: e.g. "tflite-int8"; ``quantization``: the input's scale and zero point."""
-    return {
-        "format_version": FORMAT_VERSION,
-        "format": fmt,
-        "model_version": version,
-        "labels": list(CLASS_NAMES),
-        "input": {
-            "shape": [-1, 28, 28, 1],
-            "layout": "NHWC",
-            "dtype": dtype,
-            "range": [0.0, 1.0],
-            "quantization": quantization,
-        },
-        "output": {"shape": [-1, len(CLASS_NAMES)], "kind": "probabilities (softmax)"},
-        "preprocessing": {
-            "description": "grayscale 28x28, bright garment on a black background, centred, "
-                           "longest side filling the frame; value = uint8 pixel / 255",
-            "scale": 1 / 255,
-            "mean": 0.0,
-            "std": 1.0,
-        },
-        "training": training,
-    }
+    meta = contract.to_metadata()
+    meta["input"].update(dtype=dtype, quantization=quantization)
+    return {**meta, "format": fmt, "model_version": version, "training": training}

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from export.formats import FORMATS
 from runtime.backends import open_backend
-from runtime.labels import CLASS_NAMES
 from train.report import confusion_matrix
 
 MAX_INT8_ACCURACY_DROP = 0.005  # int8 may be at most 0.5 pp below the QAT model...
@@ -20,8 +20,9 @@ def run_backend(path: Path, images: np.ndarray, chunk: int = 1000) -> np.ndarray
     return np.concatenate([backend.run(images[i:i + chunk]) for i in range(0, len(images), chunk)])
 
 
-def compare(probs: np.ndarray, reference: np.ndarray, labels: np.ndarray, size_bytes: int) -> dict:
-    matrix = confusion_matrix(labels, probs.argmax(1))
+def compare(probs: np.ndarray, reference: np.ndarray, labels: np.ndarray, names: tuple[str, ...],
+            size_bytes: int) -> dict:
+    matrix = confusion_matrix(labels, probs.argmax(1), len(names))
     diff = np.abs(probs - reference)
     return {
         "accuracy": float((probs.argmax(1) == labels).mean()),
@@ -30,28 +31,32 @@ def compare(probs: np.ndarray, reference: np.ndarray, labels: np.ndarray, size_b
         "max_abs_prob_diff": float(diff.max()),
         "size_kb": round(size_bytes / 1024, 1),
         "per_class_recall": {name: round(float(matrix[i, i] / max(matrix[i].sum(), 1)), 4)
-                             for i, name in enumerate(CLASS_NAMES)},
+                             for i, name in enumerate(names)},
         "confusion_matrix": matrix.tolist(),
     }
 
 
 def evaluate(reference_probs: np.ndarray, reference_size: int, models: dict[str, Path],
-             images: np.ndarray, labels: np.ndarray) -> dict:
+             images: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> dict:
     """Metrics per format; ``models`` maps a format name (e.g. "tflite-int8") to its file."""
-    results = {REFERENCE: compare(reference_probs, reference_probs, labels, reference_size)}
+    results = {REFERENCE: compare(reference_probs, reference_probs, labels, names, reference_size)}
     for name, path in models.items():
-        results[name] = compare(run_backend(path, images), reference_probs, labels, path.stat().st_size)
+        results[name] = compare(run_backend(path, images), reference_probs, labels, names, path.stat().st_size)
     return results
+
+
+def is_int8(name: str) -> bool:
+    return name in FORMATS and FORMATS[name].int8
 
 
 def int8_vs_float(results: dict) -> dict:
     """Per-class recall of each int8 format beside the float one, and the change in pp."""
-    float_name = "onnx-float" if "onnx-float" in results else REFERENCE
-    base = results[float_name]["per_class_recall"]
+    floats = [name for name in results if name in FORMATS and not FORMATS[name].int8]
+    base = results[floats[0] if floats else REFERENCE]["per_class_recall"]
     return {name: {cls: {"float": base[cls], "int8": r["per_class_recall"][cls],
                          "delta_pp": round(100 * (r["per_class_recall"][cls] - base[cls]), 2)}
-                   for cls in CLASS_NAMES}
-            for name, r in results.items() if "int8" in name}
+                   for cls in base}
+            for name, r in results.items() if is_int8(name)}
 
 
 def failures(results: dict) -> list[str]:
@@ -59,7 +64,7 @@ def failures(results: dict) -> list[str]:
     ref = results[REFERENCE]["accuracy"]
     problems = []
     for name, r in results.items():
-        if "int8" not in name:
+        if not is_int8(name):
             continue
         if r["accuracy"] < ref - MAX_INT8_ACCURACY_DROP:
             problems.append(f"{name}: accuracy {r['accuracy']:.2%} is more than "

@@ -10,7 +10,8 @@ import json
 import sys
 from pathlib import Path
 
-from export.__main__ import ARTIFACTS
+from export.formats import FORMATS
+from runtime.files import write_text
 
 
 def load(path: Path) -> dict:
@@ -25,7 +26,7 @@ def summary(out: Path) -> str:
     if train:
         lines.append(f"| Keras float (`python -m train`) | {train['float']['test_accuracy']:.2%} | | | |")
     for name, r in parity.get("formats", {}).items():
-        bench_row = latency.get(ARTIFACTS.get(name, ""), {})
+        bench_row = latency.get(FORMATS[name].file, {}) if name in FORMATS else {}
         us = bench_row.get("predict_1thread", {}).get("median_us")
         lines.append(f"| {name} | {r['accuracy']:.2%} | {r['top1_agreement']:.2%} | {r['size_kb']} | "
                      f"{f'{us:.0f} µs' if us else ''} |")
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no train_report.json or parity.json in {out}: run `make demo`", file=sys.stderr)
         return 2
     text = summary(out)
-    (out / "results.md").write_text(text + "\n")
+    write_text(out / "results.md", text + "\n")
     print(f"\nResults ({out}/results.md):\n{text}")
     return 0
 

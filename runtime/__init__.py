@@ -1,7 +1,8 @@
-"""Lightweight Fashion-MNIST predictor: numpy + onnxruntime (LiteRT for .tflite), no TensorFlow."""
+"""Lightweight image-classification runtime: numpy + onnxruntime (LiteRT for .tflite), no TensorFlow."""
 
-from runtime.labels import CLASS_NAMES
+from runtime.contract import Contract
 from runtime.metadata import ModelError, ModelInfo
 from runtime.predictor import Prediction, Predictor
+from runtime.roi import Roi
 
-__all__ = ["CLASS_NAMES", "ModelError", "ModelInfo", "Prediction", "Predictor"]
+__all__ = ["Contract", "ModelError", "ModelInfo", "Prediction", "Predictor", "Roi"]

@@ -1,4 +1,8 @@
-"""python -m runtime IMAGE...: classify image files (PNG, JPEG, ...) with an exported model."""
+"""python -m runtime IMAGE...: classify image files (PNG, JPEG, ...) with an exported model.
+
+Colour files are read in OpenCV's BGR order, as Predictor expects; the model's metadata says
+how to prepare them.
+"""
 
 from __future__ import annotations
 
@@ -30,18 +34,18 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m runtime", description=__doc__)
     p.add_argument("images", nargs="+", type=Path)
     p.add_argument("--model", type=Path, default=None, help="default: the bundled int8 model")
-    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--top-k", type=int, default=3, help="labels to show (at most the model's)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", action="store_true", help="one JSON object per image")
     args = p.parse_args(argv)
-    if not 1 <= args.top_k <= 10:
-        p.error("--top-k must be between 1 and 10")
+    if args.top_k < 1:
+        p.error("--top-k must be at least 1")
 
     from runtime.predictor import Predictor
 
     try:
         predictor = Predictor(args.model, num_threads=args.threads)
-    except ModelError as e:
+    except (ModelError, ValueError) as e:  # ValueError: a bad --threads
         print(f"error: {e}", file=sys.stderr)
         return 2
     failed = 0

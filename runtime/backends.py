@@ -1,7 +1,8 @@
 """Inference backends: one class per model format, picked by file suffix.
 
-Each takes a float32 batch (N, 28, 28, 1) in the model's pixel range and returns class
-probabilities (N, classes) as float32. Quantization parameters come from the model.
+Each takes a float32 batch (N, H, W, C) in the model's input range (its contract) and
+returns class probabilities (N, classes) as float32. Layout (NCHW graphs), quantization
+and logits are handled here, from the model's own tensors and metadata.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from typing import Protocol
 
 import numpy as np
 
+from runtime.contract import Contract
 from runtime.metadata import METADATA_KEY, ModelError, ModelInfo, read_tflite_metadata
-
 
 
 class Backend(Protocol):
@@ -22,12 +23,27 @@ class Backend(Protocol):
     def run(self, batch: np.ndarray) -> np.ndarray: ...
 
     def run_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """Like ``run`` for uint8 pixels (N, 28, 28, 1) in 0-255."""
+        """Like ``run`` for uint8 pixels (N, H, W, C) in 0-255."""
         ...
 
 
-def unit_scale(pixels: np.ndarray) -> np.ndarray:
-    return pixels.astype(np.float32) * np.float32(1 / 255)
+def to_graph(contract: Contract, batch: np.ndarray) -> np.ndarray:
+    """NHWC images -> the graph's layout."""
+    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2)) if contract.layout == "NCHW" else batch
+
+
+def to_probabilities(contract: Contract, out: np.ndarray) -> np.ndarray:
+    if contract.output == "logits":
+        out = np.exp(out - out.max(1, keepdims=True))
+        out /= out.sum(1, keepdims=True)
+    return out
+
+
+def check_threads(num_threads: int | None) -> int | None:
+    if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int)
+                                    or num_threads < 1):
+        raise ValueError(f"num_threads must be a positive integer or None (all cores), got {num_threads!r}")
+    return num_threads
 
 
 class OnnxBackend:
@@ -50,16 +66,23 @@ class OnnxBackend:
         custom = self.session.get_modelmeta().custom_metadata_map
         if METADATA_KEY not in custom:
             raise ModelError(f"{path}: no '{METADATA_KEY}' metadata; export models with "
-                             "`python -m export --format onnx`")
+                             "`python -m export --format onnx` (the keys are in docs/model-contract.md)")
         self.info = ModelInfo.from_json(custom[METADATA_KEY], path)
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_name = self.session.get_outputs()[0].name
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or inputs[0].type != "tensor(float)":
+            raise ModelError(f"{path}: the graph must take one float32 image tensor, it takes "
+                             f"{[(i.name, i.type) for i in inputs]}")
+        self.info.check_graph(inputs[0].shape, outputs[0].shape, path)
+        self.input_name, self.output_name = inputs[0].name, outputs[0].name
+        self.pixel_values = self.info.contract.from_unit(np.arange(256, dtype=np.float32) / 255)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output_name], {self.input_name: batch})[0]
+        contract = self.info.contract
+        out = self.session.run([self.output_name], {self.input_name: to_graph(contract, batch)})[0]
+        return to_probabilities(contract, out)
 
     def run_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        return self.run(unit_scale(pixels))
+        return self.run(self.pixel_values[pixels])
 
 
 class TFLiteBackend:
@@ -77,23 +100,26 @@ class TFLiteBackend:
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"{path}: LiteRT cannot load it ({e}); the file may be truncated "
                              "or corrupt: re-export it or pass another --model") from e
-        inp = self.interpreter.get_input_details()[0]
-        out = self.interpreter.get_output_details()[0]
+        inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
+        if len(inputs) != 1 or inputs[0]["dtype"] not in (np.float32, np.int8, np.uint8):
+            raise ModelError(f"{path}: the graph must take one float32, int8 or uint8 image tensor, it takes "
+                             f"{[(i['name'], np.dtype(i['dtype']).name) for i in inputs]}")
+        inp, out = inputs[0], outputs[0]
+        self.info.check_graph(list(inp["shape_signature"]), list(out["shape_signature"]), path)
         self.input_index, self.output_index = inp["index"], out["index"]
         self.input_dtype = inp["dtype"]
         self.input_scale, self.input_zero = inp["quantization"]
         self.output_scale, self.output_zero = out["quantization"]
-        self.pixel_table = None
         if self.input_scale:  # q = x / scale + zero_point, within the integer type's range
             limits = np.iinfo(self.input_dtype)
             self.quant_limits = (float(limits.min), float(limits.max))
-            # uint8 pixels map to the input type through a 256-entry table: no float pass
-            self.pixel_table = self.quantize(unit_scale(np.arange(256, dtype=np.uint8)))
+        # uint8 pixels map to the input type through a 256-entry table: no float pass
+        self.pixel_table = self.as_input(self.info.contract.from_unit(np.arange(256, dtype=np.float32) / 255))
         self.batch = int(inp["shape"][0])
 
     def _resize(self, n: int) -> None:
         if n != self.batch:
-            self.interpreter.resize_tensor_input(self.input_index, [n, *self.info.input_shape])
+            self.interpreter.resize_tensor_input(self.input_index, [n, *self.info.contract.graph_input_shape])
             self.interpreter.allocate_tensors()
             self.batch = n
 
@@ -102,31 +128,37 @@ class TFLiteBackend:
         np.rint(q, out=q)
         return np.clip(q, *self.quant_limits, out=q).astype(self.input_dtype)
 
+    def as_input(self, batch: np.ndarray) -> np.ndarray:
+        """Float values in the model's range -> the input tensor's type."""
+        return self.quantize(batch) if self.input_scale else batch.astype(self.input_dtype, copy=False)
+
     def run(self, batch: np.ndarray) -> np.ndarray:
-        return self._invoke(self.quantize(batch) if self.input_scale else batch)
+        return self._invoke(self.as_input(batch))
 
     def run_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        if self.pixel_table is None:
-            return self.run(unit_scale(pixels))
         return self._invoke(self.pixel_table[pixels])
 
     def _invoke(self, batch: np.ndarray) -> np.ndarray:
         self._resize(len(batch))
-        self.interpreter.set_tensor(self.input_index, batch)
+        self.interpreter.set_tensor(self.input_index, to_graph(self.info.contract, batch))
         self.interpreter.invoke()
         out = self.interpreter.get_tensor(self.output_index).astype(np.float32)
         if self.output_scale:
             out -= self.output_zero
             out *= self.output_scale
-        return out
+        return to_probabilities(self.info.contract, out)
 
 
 BACKENDS = {".onnx": OnnxBackend, ".tflite": TFLiteBackend}
 
 
 def open_backend(path: str | Path, num_threads: int | None = None, spin: bool = True) -> Backend:
-    """Open ``path`` with the backend its suffix names; every failure is a ModelError."""
+    """Open ``path`` with the backend its suffix names; every failure is a ModelError.
+
+    A bad ``num_threads`` (not a positive integer) is a ValueError: the model is fine.
+    """
     path = Path(path)
+    check_threads(num_threads)
     backend = BACKENDS.get(path.suffix.lower())
     if backend is None:
         raise ModelError(f"{path}: unsupported model format {path.suffix!r}; supported: "

@@ -1,7 +1,11 @@
-"""python -m runtime.bench: latency, throughput, load time and memory of the bundled models,
-side by side with what a user would otherwise call (raw onnxruntime / LiteRT, Keras).
+"""python -m runtime.bench: latency, throughput, load time and memory of exported models (the
+bundled ones by default), side by side with the backend's own call (raw onnxruntime / LiteRT).
 
-Columns: batch-1 Predictor.predict on a 28x28 image with one thread (median, p95) and with
+Inputs come from --inputs (an .npz of model-shaped images and a camera frame) or are made
+from each model's metadata. The comparison with Keras, which needs TensorFlow and the data
+set, lives in benchmarks/keras_latency.py and writes the same JSON plus a "keras" entry.
+
+Columns: batch-1 Predictor.predict on one model-shaped image with one thread (median, p95) and with
 all threads; the backend's raw call on the same prepared input and the ratio; batch-64
 throughput; preprocessing alone and predict() of a 640x480 BGR camera frame; peak RSS.
 
@@ -18,12 +22,17 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from runtime.predictor import BUNDLED, Predictor
+from runtime.backends import to_graph
+from runtime.contract import Contract
+from runtime.files import write_json
+from runtime.metadata import ModelError
+from runtime.predictor import BUNDLED, Predictor, is_model_pixels
 from runtime.preprocess import prepare
 
 WARMUP = 50
@@ -61,10 +70,10 @@ def raw_call(predictor: Predictor, x: np.ndarray):
     """The backend's own API, called directly on an already prepared input."""
     backend = predictor.backend
     if hasattr(backend, "session"):
-        feed = {backend.input_name: x}
+        feed = {backend.input_name: to_graph(predictor.contract, x)}
         return lambda: backend.session.run(None, feed)
     interp = backend.interpreter
-    q = backend.quantize(x)
+    q = to_graph(predictor.contract, backend.as_input(x))
 
     def run():
         interp.set_tensor(backend.input_index, q)
@@ -79,7 +88,10 @@ def bench_model(path: Path, images: np.ndarray, frame: np.ndarray, repeats: int)
     predictor = Predictor(path, num_threads=1)
     load_s = time.perf_counter() - start
     image = images[0]
-    x = prepare(image).image[None, :, :, None]
+    contract = predictor.contract
+    if not is_model_pixels(image, contract):
+        raise ValueError(f"{path}: the inputs' images are {image.shape}, the model takes {contract.image_shape}")
+    x = contract.from_unit(prepare(image, contract).image[None])
     t = interleaved({"predict": lambda: predictor.predict(image), "raw": raw_call(predictor, x)}, repeats)
     result = {"model": path.name, "size_kb": round(path.stat().st_size / 1024, 1),
               "load_ms": round(load_s * 1e3, 1),
@@ -93,49 +105,42 @@ def bench_model(path: Path, images: np.ndarray, frame: np.ndarray, repeats: int)
     all_threads.predict_batch(batch)
     seconds = np.median(timed(lambda: all_threads.predict_batch(batch), max(repeats // 20, 10)))
     result["batch64_images_per_s"] = round(64 / float(seconds))
-    result["preprocess_640x480"] = stats(timed(lambda: prepare(frame), max(repeats // 4, 50)))
+    result["preprocess_640x480"] = stats(timed(lambda: prepare(frame, contract), max(repeats // 4, 50)))
     result["frame_640x480"] = stats(timed(lambda: predictor.predict(frame), max(repeats // 4, 50)))
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return result
 
 
-def bench_keras(keras_model: Path | None, images: np.ndarray, repeats: int) -> dict | None:
-    """The seeds' way: the float Keras model, per image, with predict() and a direct call.
-
-    Run in its own process: TensorFlow's thread pools would otherwise slow the Predictor.
-    """
-    try:
-        from train.keras_env import keras
-        from train.model import build
-    except ImportError:
-        return None
-    model = keras.models.load_model(keras_model, compile=False) if keras_model else build("edge")
-    x = images[:1, :, :, None].astype(np.float32) / 255
-    n = max(repeats // 20, 20)
-    t = interleaved({"keras_predict": lambda: model.predict(x, verbose=0),
-                     "keras_call": lambda: model(x, training=False)}, n)
-    return {"model": str(keras_model or "untrained edge architecture (same compute)"),
-            **{name: stats(v) for name, v in t.items()}}
-
-
-def sample_inputs():
-    """Real test images and a camera-like frame when the data are here; else synthetic."""
-    try:
-        from train.data import load
-
-        images = load(allow_download=False).test_images[:64]
-    except Exception:  # the bench must run on a runtime-only install too
-        rng = np.random.default_rng(0)
-        images = np.zeros((64, 28, 28), np.uint8)
-        images[:, 4:24, 8:20] = rng.integers(100, 255, (64, 20, 12), dtype=np.uint8)
+def synthetic_inputs(contract: Contract, n: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs shaped by the model's contract, when no --inputs are given: ``n`` uint8 images of
+    its input shape (a bright block on black) and a 640x480 BGR frame with one dark object."""
+    rng = np.random.default_rng(seed)
+    h, w, c = contract.image_shape
+    images = np.zeros((n, h, w, c), np.uint8)
+    images[:, h // 6:h - h // 6, w // 4:w - w // 4] = rng.integers(100, 255, (n, 1, 1, c), dtype=np.uint8)
+    images = images[..., 0] if c == 1 else images
     try:
         from runtime.camera_sim import render
 
-        frame = render(images[0], np.random.default_rng(0))
+        frame = render(images[0] if c == 1 else images[0, ..., 0], rng)
     except RuntimeError:  # no OpenCV: a plain frame with a dark block
         frame = np.full((480, 640, 3), 200, np.uint8)
         frame[120:360, 220:420] = 40
     return images, frame
+
+
+def model_files(paths: list[Path]) -> list[Path]:
+    """Model files, directories expanded: the bundled names first (the default model leads), then the rest."""
+    files = []
+    for path in paths:
+        if not path.is_dir():
+            files.append(path)
+            continue
+        named = [path / b.name for b in BUNDLED.values() if (path / b.name).is_file()]
+        files += named + sorted(set(path.glob("*.tflite")) | set(path.glob("*.onnx")) - set(named))
+    if not _has_litert():
+        files = [f for f in files if f.suffix != ".tflite"]
+    return files
 
 
 def table(results: dict) -> str:
@@ -149,71 +154,60 @@ def table(results: dict) -> str:
                     f"{r['predict_all_threads']['median_us']:>11}{r['batch64_images_per_s']:>10}"
                     f"{r['preprocess_640x480']['median_us']:>9}{r['frame_640x480']['median_us']:>9}"
                     f"{r['peak_rss_mb']:>8}")
-    k = results.get("keras")
-    if k:
-        rows.append("\nThe float Keras model per image (the seeds' way), in its own process:")
-        rows.append(f"  model.predict {k['keras_predict']['median_us']:.0f} µs, direct call "
-                    f"{k['keras_call']['median_us']:.0f} µs; Predictor.predict ({k['predictor_model']}) "
-                    f"{k['predictor_median_us']:.0f} µs -> {k['speedup_vs_predict']}x faster than predict, "
-                    f"{k['speedup_vs_call']}x than a call")
     return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m runtime.bench", description=__doc__)
+    p.add_argument("--models", type=Path, nargs="+", default=None,
+                   help="model files or directories of them (default: the bundled models)")
+    p.add_argument("--inputs", type=Path, default=None,
+                   help="an .npz with 'images' (uint8, the models' input shape) and 'frame' (a BGR "
+                        "camera frame); default: synthetic inputs shaped by each model's metadata")
     p.add_argument("--repeats", type=int, default=2000)
     p.add_argument("--out", type=Path, default=Path("artifacts/bench.json"))
-    p.add_argument("--keras-model", type=Path, default=None,
-                   help="float Keras model to compare with (default: artifacts/float_model.h5 if present)")
-    p.add_argument("--no-keras", action="store_true")
-    p.add_argument("--models", type=Path, default=None,
-                   help="directory with fashion_*.onnx/.tflite (default: the bundled models)")
-    # internal: bench one model (or Keras) on the inputs in an .npz, print JSON
+    # internal: bench one model on the inputs in an .npz, print JSON
     p.add_argument("--one", nargs=2, type=Path, metavar=("MODEL", "INPUTS"), help=argparse.SUPPRESS)
-    p.add_argument("--keras-in", type=Path, metavar="INPUTS", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.repeats < 20:
+        p.error("--repeats must be at least 20")
     if args.one:
         inputs = np.load(args.one[1])
         print(json.dumps(bench_model(args.one[0], inputs["images"], inputs["frame"], args.repeats)))
         return 0
-    if args.keras_in:
-        inputs = np.load(args.keras_in)
-        print(json.dumps(bench_keras(args.keras_model, inputs["images"], args.repeats)))
-        return 0
-    images, frame = sample_inputs()
-    inputs_file = args.out.with_suffix(".inputs.npz")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(inputs_file, images=images, frame=frame)
+    try:
+        models = model_files(args.models or list(BUNDLED.values()))
+        contracts = {path: Predictor(path, num_threads=1).contract for path in models}
+    except (ModelError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not models:
+        print("error: no model to benchmark (.tflite needs LiteRT: pip install 'fashion-edge[tflite]')",
+              file=sys.stderr)
+        return 2
     results = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                            "python": platform.python_version()},
-               "date": time.strftime("%Y-%m-%d"), "repeats": args.repeats, "models": []}
-    for name, bundled in BUNDLED.items():
-        path = args.models / bundled.name if args.models else bundled
-        if name == "int8.tflite" and not _has_litert():
-            continue
-        results["models"].append(run_json(["--one", str(path), str(inputs_file), "--repeats", str(args.repeats)]))
-    if not args.no_keras:
-        default = Path("artifacts/float_model.h5")
-        keras_model = args.keras_model or (default if default.is_file() else None)
-        keras = run_json(["--keras-in", str(inputs_file), "--repeats", str(args.repeats)]
-                         + (["--keras-model", str(keras_model)] if keras_model else []))
-        if keras:
-            ours = results["models"][0]  # the default model: int8 TFLite, else int8 ONNX
-            fastest = ours["predict_1thread"]["median_us"]
-            results["keras"] = {**keras, "predictor_model": ours["model"], "predictor_median_us": fastest,
-                                "speedup_vs_predict": round(keras["keras_predict"]["median_us"] / fastest, 1),
-                                "speedup_vs_call": round(keras["keras_call"]["median_us"] / fastest, 1)}
-    inputs_file.unlink()
+               "date": time.strftime("%Y-%m-%d"), "repeats": args.repeats,
+               "inputs": str(args.inputs) if args.inputs else "synthetic", "models": []}
+    with tempfile.TemporaryDirectory() as work:
+        for path, contract in contracts.items():
+            inputs = args.inputs
+            if inputs is None:
+                inputs = Path(work) / f"{path.stem}.npz"
+                images, frame = synthetic_inputs(contract)
+                np.savez(inputs, images=images, frame=frame)
+            results["models"].append(run_json(["--one", str(path), str(inputs), "--repeats", str(args.repeats)]))
     print(table(results))
-    args.out.write_text(json.dumps(results, indent=2))
+    write_json(args.out, results)
     print(f"wrote {args.out}")
     return 0
 
 
-def run_json(args: list[str]) -> dict | None:
+def run_json(args: list[str]) -> dict:
     """Run this module with ``args`` in a fresh process; its last stdout line is JSON."""
-    proc = subprocess.run([sys.executable, "-m", "runtime.bench", *args], capture_output=True, text=True,
-                          check=True)
+    proc = subprocess.run([sys.executable, "-m", "runtime.bench", *args], capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"python -m runtime.bench {' '.join(args)} failed: {proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

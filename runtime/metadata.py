@@ -1,4 +1,4 @@
-"""The metadata every exported model carries: labels, input contract, provenance.
+"""Reading the metadata every model carries: the contract, plus version and provenance.
 
 ONNX models keep it as the JSON value of ``metadata_props[METADATA_KEY]``; TFLite models
 as the zip member ``METADATA_MEMBER`` appended to the flatbuffer (the same trick as
@@ -12,9 +12,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime.contract import Contract, ContractError
+
 METADATA_KEY = "fashion_edge"
 METADATA_MEMBER = "fashion_edge.json"
-FORMAT_VERSION = 1
 
 
 class ModelError(RuntimeError):
@@ -23,34 +24,40 @@ class ModelError(RuntimeError):
 
 @dataclass(frozen=True)
 class ModelInfo:
-    labels: tuple[str, ...]
-    input_shape: tuple[int, int, int]  # height, width, channels of one image
-    layout: str  # "NHWC"
-    pixel_range: tuple[float, float]  # the float value range the model expects
+    contract: Contract
     version: str
     test_accuracy: float | None
-    raw: dict
+    raw: dict  # the whole metadata, as embedded
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.contract.labels
 
     @classmethod
     def from_json(cls, text: str, path: Path) -> ModelInfo:
         try:
             meta = json.loads(text)
-            return cls(labels=tuple(meta["labels"]),
-                       input_shape=tuple(meta["input"]["shape"][-3:]),
-                       layout=meta["input"]["layout"],
-                       pixel_range=tuple(meta["input"]["range"]),
-                       version=str(meta["model_version"]),
-                       test_accuracy=meta.get("training", {}).get("test_accuracy"),
-                       raw=meta)
-        except (ValueError, KeyError, TypeError) as e:
-            raise ModelError(f"{path}: invalid embedded metadata ({e!r}); re-export the model "
-                             "with `python -m export`") from e
+            contract = Contract.from_metadata(meta)
+        except (ValueError, TypeError) as e:  # ContractError is a ValueError
+            raise ModelError(f"{path}: invalid embedded metadata: {e}; re-export the model with "
+                             "`python -m export` (the keys are in docs/model-contract.md)") from e
+        training = meta.get("training")
+        accuracy = training.get("test_accuracy") if isinstance(training, dict) else None
+        return cls(contract, str(meta.get("model_version", "unknown")),
+                   accuracy if isinstance(accuracy, (int, float)) else None, meta)
+
+    def check_graph(self, input_shape: list, output_shape: list, path: Path) -> None:
+        """Refuse a model whose metadata does not describe its graph."""
+        try:
+            self.contract.check_graph(input_shape, output_shape)
+        except ContractError as e:
+            raise ModelError(f"{path}: {e}; fix the metadata or re-export the model") from None
 
 
 def read_tflite_metadata(path: Path) -> str:
     try:
         with zipfile.ZipFile(path) as archive:
             return archive.read(METADATA_MEMBER).decode()
-    except (zipfile.BadZipFile, KeyError, OSError) as e:
+    except (zipfile.BadZipFile, KeyError, OSError, UnicodeDecodeError) as e:
         raise ModelError(f"{path}: no {METADATA_MEMBER} inside; export models with "
                          "`python -m export --format tflite`") from e

@@ -5,13 +5,15 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable
 
 import numpy as np
 
 from runtime.backends import open_backend
+from runtime.contract import Contract
 from runtime.metadata import ModelInfo
 from runtime.preprocess import Prepared, prepare
+from runtime.roi import Roi
 
 MODELS_DIR = Path(__file__).parent / "models"
 BUNDLED = {
@@ -28,12 +30,12 @@ def default_model() -> Path:
     return BUNDLED["int8.onnx"]
 
 
-WHOLE = Prepared(None, True, (0, 0, 28, 28))  # a 28x28 input is the object, as it is
-
-
-def is_dataset_pixels(image: object) -> bool:
-    """A uint8 28x28 (or 28x28x1) array: Fashion-MNIST pixels that need no preprocessing."""
-    return isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.shape in ((28, 28), (28, 28, 1))
+def is_model_pixels(image: object, contract: Contract) -> bool:
+    """uint8 pixels already of the model's input shape (gray; colour in BGR order): no preprocessing."""
+    if not (isinstance(image, np.ndarray) and image.dtype == np.uint8):
+        return False
+    h, w, c = contract.image_shape
+    return image.shape == (h, w, c) or (c == 1 and image.shape == (h, w))
 
 
 @dataclass(frozen=True)
@@ -47,16 +49,19 @@ class Prediction:
     box: tuple[int, int, int, int] | None = None  # x, y, w, h of the object in the input image
 
     def top_k(self, k: int = 3) -> list[tuple[str, float]]:
+        """The ``k`` most likely labels (all of them when there are fewer), most likely first."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
         order = np.argsort(self.probabilities)[::-1][:k]
         return [(self.labels[i], float(self.probabilities[i])) for i in order]
 
 
 class Predictor:
-    """Classify garments with an exported model (.onnx or .tflite).
+    """Classify images with an exported model (.onnx or .tflite); its metadata says how.
 
     >>> from runtime import Predictor
     >>> predictor = Predictor()               # the bundled int8 model
-    >>> predictor.predict(frame).label        # any gray/BGR/BGRA image or 28x28 array
+    >>> predictor.predict(frame).label        # any gray/BGR/BGRA image, or the model's input shape
     """
 
     def __init__(self, model_path: str | Path | None = None, *, num_threads: int | None = None,
@@ -67,27 +72,36 @@ class Predictor:
         self.model_path = Path(model_path) if model_path is not None else default_model()
         self.backend = open_backend(self.model_path, num_threads=num_threads, spin=spin)
         self.info: ModelInfo = self.backend.info
-        self.labels = self.info.labels
+        self.contract: Contract = self.info.contract
+        self.labels = self.contract.labels
+        h, w, c = self.contract.image_shape
+        self._whole = Prepared(None, True, (0, 0, w, h))  # model-shaped pixels are the object, as they are
 
-    def predict(self, image: np.ndarray, roi: tuple[int, int, int, int] | None = None) -> Prediction:
-        if roi is None and is_dataset_pixels(image):  # the common case, on its fastest path
-            return self._prediction(self.backend.run_pixels(image.reshape(1, 28, 28, 1))[0], WHOLE)
-        prepared = prepare(image, roi)
-        probabilities = self.backend.run(prepared.image[None, :, :, None])
+    def predict(self, image: np.ndarray, roi: Roi | tuple[int, int, int, int] | None = None) -> Prediction:
+        if roi is None and is_model_pixels(image, self.contract):  # the common case, on its fastest path
+            return self._prediction(self.backend.run_pixels(self._pixels(image[None]))[0], self._whole)
+        prepared = prepare(image, self.contract, roi)
+        probabilities = self.backend.run(self.contract.from_unit(prepared.image[None]))
         return self._prediction(probabilities[0], prepared)
 
-    def predict_batch(self, images: Sequence[np.ndarray] | np.ndarray,
-                      roi: tuple[int, int, int, int] | None = None) -> list[Prediction]:
-        """Classify several images in one inference call (a list, or a stacked array)."""
-        if len(images) == 0:
+    def predict_batch(self, images: Iterable[np.ndarray] | np.ndarray,
+                      roi: Roi | tuple[int, int, int, int] | None = None) -> list[Prediction]:
+        """Classify several images in one inference call (a list, a stacked array or any iterable)."""
+        images = list(images)
+        if not images:
             raise ValueError("predict_batch needs at least one image")
-        if roi is None and all(is_dataset_pixels(image) for image in images):
-            pixels = np.stack(images).reshape(len(images), 28, 28, 1)
-            return [self._prediction(p, WHOLE) for p in self.backend.run_pixels(pixels)]
-        prepared = [prepare(image, roi) for image in images]
-        batch = np.stack([p.image for p in prepared])[..., None]
-        probabilities = self.backend.run(batch)
+        if roi is None and all(is_model_pixels(image, self.contract) for image in images):
+            pixels = self._pixels(np.stack(images))
+            return [self._prediction(p, self._whole) for p in self.backend.run_pixels(pixels)]
+        prepared = [prepare(image, self.contract, roi) for image in images]
+        probabilities = self.backend.run(self.contract.from_unit(np.stack([p.image for p in prepared])))
         return [self._prediction(p, prep) for p, prep in zip(probabilities, prepared)]
+
+    def _pixels(self, stack: np.ndarray) -> np.ndarray:
+        """(N, H, W[, C]) uint8 -> (N, H, W, C), colour from BGR to RGB."""
+        if self.contract.channels == 3:
+            return np.ascontiguousarray(stack[..., ::-1])
+        return stack.reshape(len(stack), *self.contract.image_shape)
 
     def _prediction(self, probabilities: np.ndarray, prepared: Prepared) -> Prediction:
         index = int(np.argmax(probabilities))

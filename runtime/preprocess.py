@@ -1,11 +1,18 @@
-"""Turn any image into what the model was trained on: a 28x28 bright-on-black garment.
+"""Turn any image into what the model takes, as its contract says: H x W x C in [0, 1].
 
-A 28x28 Fashion-MNIST-style array is only rescaled. Anything else (gray, BGR, BGRA, any
-size, a camera frame) goes through ``find_object``: grayscale, a background model fitted
-to the border (a plane, so an even lighting gradient cancels), polarity (a dark garment
-on a light backdrop becomes bright on black, as the dataset negated its photos), a crop
-to the object with a margin, and the dataset's own framing: longest side scaled to 28,
-centred, contrast stretched to the full range.
+An array already of the model's height and width is only rescaled (and converted to gray
+or RGB). Anything else (gray, BGR, BGRA, any size, a camera frame) is prepared by the
+contract's preprocessing kind:
+
+- ``resize``: the whole image (or the roi) resized to the input, in gray or RGB.
+- ``object``: find the object against the backdrop (``locate``: grayscale, a background
+  plane fitted to the border so an even lighting gradient cancels, polarity, a threshold,
+  the largest blob), then frame it as the training data were. One channel: the object's
+  signal, bright on black (a dark garment on a light backdrop becomes bright, as
+  Fashion-MNIST negated its photos), longest side filling the input, centred, contrast
+  stretched. Three channels: the object's box widened to the input's aspect ratio, in RGB.
+
+Colour input images are in OpenCV's order (BGR, BGRA); colour model inputs are RGB.
 """
 
 from __future__ import annotations
@@ -15,12 +22,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from runtime.contract import Contract
+from runtime.roi import Roi
+
 try:  # OpenCV is optional: fast colour conversion and resizing when present
     import cv2
 except ImportError:  # pragma: no cover - exercised in the base-install test
     cv2 = None
 
-SIZE = 28
 WORK_SIZE = 96  # frames are analysed with their longest side about this long: fast, enough
 MIN_CONTRAST = 0.08  # object-vs-background difference (0-1) below which nothing is there
 # Box margin, as a fraction of its longest side. The dataset's longest side touches the
@@ -32,10 +41,18 @@ CV_DTYPES = (np.uint8, np.uint16, np.float32)  # what cv2.cvtColor and cv2.resiz
 
 @dataclass(frozen=True)
 class Prepared:
-    """A model-ready 28x28 float image in [0, 1] and whether an object was found."""
+    """A model-ready (H, W, C) float32 image in [0, 1] and whether an object was found."""
     image: np.ndarray
     found: bool
     box: tuple[int, int, int, int] | None  # x, y, w, h in the input image
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where ``locate`` found the object, and the backdrop it stands out from."""
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in full-resolution pixels
+    coef: np.ndarray  # the background plane (see fit_background)
+    light_backdrop: bool  # a dark object on a light backdrop
 
 
 def validate(image: object) -> np.ndarray:
@@ -73,6 +90,15 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     return gray.astype(image.dtype) if image.dtype.kind == "u" else gray
 
 
+def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """(H, W, channels): gray, or RGB from gray, BGR or BGRA (alpha dropped)."""
+    if channels == 1:
+        return to_gray(image)[..., None]
+    if image.ndim == 2 or image.shape[2] == 1:
+        return np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=2)
+    return image[..., 2::-1]
+
+
 def to_unit(gray: np.ndarray) -> np.ndarray:
     """float32 in [0, 1] from uint8 (0-255), uint16 (0-65535) or float (0-1) pixels."""
     if gray.dtype == np.uint8:
@@ -85,7 +111,8 @@ def to_unit(gray: np.ndarray) -> np.ndarray:
 def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     """Area-average downscale (or nearest upscale), any channels, as float32 in [0, 1]."""
     if cv2 is not None and image.dtype in CV_DTYPES:
-        return to_unit(cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA))
+        small = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        return to_unit(small.reshape(height, width, *image.shape[2:]))  # OpenCV drops a last axis of 1
     image = to_unit(image)
     h, w = image.shape[:2]
     if height <= h and width <= w:  # box filter: sum over row/column bands
@@ -97,6 +124,13 @@ def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     rows = np.minimum((np.arange(height) + 0.5) * h / height, h - 1).astype(int)
     cols = np.minimum((np.arange(width) + 0.5) * w / width, w - 1).astype(int)
     return image[rows][:, cols]
+
+
+def resize_whole(image: np.ndarray, contract: Contract) -> np.ndarray:
+    """The ``resize`` kind: the whole image to the input's size, in gray or RGB."""
+    if contract.channels == 1:
+        image = to_gray(image)
+    return to_channels(resize(image, contract.width, contract.height), contract.channels)
 
 
 SUBSETS = np.array([[1, 1, 1, 1], [0, 1, 1, 1], [1, 0, 1, 1], [1, 1, 0, 1], [1, 1, 1, 0]], np.float32)
@@ -207,24 +241,23 @@ def object_box(signal: np.ndarray, threshold: float) -> tuple[int, int, int, int
     return int(x0), int(y0), int(x1 - x0), int(y1 - y0)
 
 
-def frame_like_dataset(signal: np.ndarray) -> np.ndarray:
-    """Longest side to 28, centred on a black 28x28 canvas, contrast to the full range."""
+def frame_like_dataset(signal: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Longest side filling the input, centred on black, contrast to the full range."""
     h, w = signal.shape
-    scale = SIZE / max(h, w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    canvas = np.zeros((SIZE, SIZE), np.float32)
-    top, left = (SIZE - nh) // 2, (SIZE - nw) // 2
+    scale = min(height / h, width / w)
+    nh, nw = max(1, min(height, round(h * scale))), max(1, min(width, round(w * scale)))
+    canvas = np.zeros((height, width), np.float32)
+    top, left = (height - nh) // 2, (width - nw) // 2
     canvas[top:top + nh, left:left + nw] = resize(signal, nw, nh)
     (peak,) = quantiles(canvas, 0.995)
     return np.clip(canvas / peak, 0.0, 1.0) if peak > 0 else canvas
 
 
-def find_object(gray: np.ndarray) -> Prepared:
-    """Locate the garment in a 2-D grayscale frame and frame it like Fashion-MNIST."""
+def locate(gray: np.ndarray) -> Located | None:
+    """Find the object in a 2-D grayscale frame; None when nothing stands out."""
     h, w = gray.shape
-    nothing = Prepared(np.zeros((SIZE, SIZE), np.float32), False, None)
-    if min(h, w) < 4:  # a sliver: no room for a garment
-        return nothing
+    if min(h, w) < 4:  # a sliver: no room for an object
+        return None
     # 1. analyse a small copy: speed, and the averaging suppresses sensor noise
     step = max(1, -(-max(h, w) // WORK_SIZE))
     if min(h, w) // step < 4:  # a long thin image: shrinking it would leave nothing
@@ -233,57 +266,82 @@ def find_object(gray: np.ndarray) -> Prepared:
     # 2. background plane and polarity: dark-on-light becomes bright-on-black
     coef = fit_background(small)
     diff = small - plane(coef, small.shape)
-    # polarity: the garment is the strongest departure from the backdrop, darker or lighter
+    # polarity: the object is the strongest departure from the backdrop, darker or lighter
     low, high = quantiles(diff, 0.01, 0.99)
     light_backdrop = -low > high
     signal = -diff if light_backdrop else diff
     # 3. a threshold relative to the strongest object response
     contrast = float(max(-low, high))
     if contrast < MIN_CONTRAST:
-        return nothing
+        return None
     box = object_box(signal, max(otsu(signal), contrast * 0.25, MIN_CONTRAST / 2))
     if box is None:
-        return nothing
+        return None
     # 4. the box in full resolution, with a margin, clipped to the frame
     x, y, bw, bh = box
     m = MARGIN * max(bw, bh)
     x0, y0 = max(0, int((x - m) * step)), max(0, int((y - m) * step))
     x1, y1 = min(w, int(np.ceil((x + bw + m) * step))), min(h, int(np.ceil((y + bh + m) * step)))
     if x1 - x0 < 2 or y1 - y0 < 2:
-        return nothing
-    # 5. the object signal inside the box, at about twice the output resolution
-    k = max(1, min(max(x1 - x0, y1 - y0) // (2 * SIZE), min(x1 - x0, y1 - y0)))  # never shrink a side to 0
+        return None
+    return Located((x0, y0, x1, y1), coef, light_backdrop)
+
+
+def object_signal(gray: np.ndarray, found: Located, height: int, width: int) -> np.ndarray:
+    """One channel: the object's departure from the backdrop, framed like Fashion-MNIST."""
+    x0, y0, x1, y1 = found.box
+    # the signal inside the box, at about twice the output resolution
+    k = max(1, min(max(x1 - x0, y1 - y0) // (2 * max(height, width)), min(x1 - x0, y1 - y0)))
     crop = shrink(gray[y0:y1, x0:x1], k)
-    patch = plane(coef, (h, w), (x0, y0, x0 + crop.shape[1] * k, y0 + crop.shape[0] * k), k)
-    crop_signal = np.clip((patch - crop) if light_backdrop else (crop - patch), 0.0, None)
-    return Prepared(frame_like_dataset(crop_signal), True, (x0, y0, x1 - x0, y1 - y0))
+    patch = plane(found.coef, gray.shape, (x0, y0, x0 + crop.shape[1] * k, y0 + crop.shape[0] * k), k)
+    signal = np.clip((patch - crop) if found.light_backdrop else (crop - patch), 0.0, None)
+    return frame_like_dataset(signal, height, width)[..., None]
 
 
-def prepare(image: np.ndarray, roi: tuple[int, int, int, int] | None = None) -> Prepared:
-    """Validate ``image`` and return the model-ready 28x28 float image.
+def object_crop(image: np.ndarray, found: Located, contract: Contract) -> np.ndarray:
+    """Three channels: the object's box widened to the input's aspect ratio, in RGB."""
+    x0, y0, x1, y1 = found.box
+    h, w = image.shape[:2]
+    # grow the short side around the box's centre, kept inside the image
+    bw = min(w, max(x1 - x0, round((y1 - y0) * contract.width / contract.height)))
+    bh = min(h, max(y1 - y0, round((x1 - x0) * contract.height / contract.width)))
+    left = min(max(0, (x0 + x1 - bw) // 2), w - bw)
+    top = min(max(0, (y0 + y1 - bh) // 2), h - bh)
+    return resize_whole(image[top:top + bh, left:left + bw], contract)
+
+
+def find_object(image: np.ndarray, contract: Contract) -> Prepared:
+    """The ``object`` kind: locate the object and frame it as the training data were."""
+    gray = to_gray(image)
+    found = locate(gray)
+    if found is None:
+        return Prepared(np.zeros(contract.image_shape, np.float32), False, None)
+    if contract.channels == 1:
+        framed = object_signal(gray, found, contract.height, contract.width)
+    else:
+        framed = object_crop(image, found, contract)
+    x0, y0, x1, y1 = found.box
+    return Prepared(framed, True, (x0, y0, x1 - x0, y1 - y0))
+
+
+def prepare(image: np.ndarray, contract: Contract, roi: Roi | tuple | None = None) -> Prepared:
+    """Validate ``image`` and return the model-ready (H, W, C) float image.
 
     ``roi`` (x, y, w, h) limits where to look; the returned box is in ``image`` coordinates.
     """
     image = validate(image)
     if roi is not None:
-        image = crop_roi(image, roi)
-    if image.shape[:2] == (SIZE, SIZE):
-        # already Fashion-MNIST style (bright garment on black, gray or colour): only rescale
-        prepared = Prepared(to_unit(to_gray(image)), True, (0, 0, SIZE, SIZE))
+        roi = Roi.of(roi).check_inside(image.shape[1], image.shape[0])
+        image = image[roi.y:roi.y + roi.h, roi.x:roi.x + roi.w]
+    height, width = image.shape[:2]
+    if (height, width) == (contract.height, contract.width):
+        # already shaped like the training data: only rescaled
+        prepared = Prepared(to_unit(to_channels(image, contract.channels)), True, (0, 0, width, height))
+    elif contract.preprocessing == "resize":
+        prepared = Prepared(resize_whole(image, contract), True, (0, 0, width, height))
     else:
-        prepared = find_object(to_gray(image))
+        prepared = find_object(image, contract)
     if roi is None or prepared.box is None:
         return prepared
     x, y, w, h = prepared.box
-    return Prepared(prepared.image, prepared.found, (x + int(roi[0]), y + int(roi[1]), w, h))
-
-
-def crop_roi(image: np.ndarray, roi: tuple[int, int, int, int]) -> np.ndarray:
-    try:
-        x, y, w, h = (int(v) for v in roi)
-    except (TypeError, ValueError):
-        raise ValueError(f"roi must be four integers (x, y, width, height), got {roi!r}") from None
-    height, width = image.shape[:2]
-    if w < 1 or h < 1 or x < 0 or y < 0 or x + w > width or y + h > height:
-        raise ValueError(f"roi {roi} does not fit inside the {width}x{height} image")
-    return image[y:y + h, x:x + w]
+    return Prepared(prepared.image, prepared.found, (x + roi.x, y + roi.y, w, h))

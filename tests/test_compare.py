@@ -1,4 +1,4 @@
-"""The architecture registry and ``python -m train.compare --quick`` (real data, real models)."""
+"""The architecture registry and ``python -m experiments.compare --quick`` (real data, real models)."""
 
 import json
 
@@ -9,7 +9,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def test_pareto_front_on_a_hand_made_example():
-    from train.compare import pareto_front
+    from experiments.compare import pareto_front
 
     points = [(0.93, 95.0),   # accurate and slow: on the front
               (0.92, 95.0),   # as slow, less accurate: dominated
@@ -37,12 +37,14 @@ def test_every_architecture_builds_and_converts_to_int8(tmp_path):
     """Each registry entry: the layers its kind promises, QAT wrapping, full-int8 TFLite."""
     from export.convert import export_tflite, float_from_qat
     from export.metadata import build_metadata
-    from runtime import Predictor
+    from runtime import Contract, Predictor
+    from train.data import CLASS_NAMES
     from train.keras_env import keras
     from train.model import ARCHITECTURES, build, count_macs
     from train.trainer import quantize
 
     L = keras.layers
+    FASHION = Contract(CLASS_NAMES, 28, 28, 1)
     calibration = np.random.default_rng(0).random((20, 28, 28, 1), dtype=np.float32)
     for name in ARCHITECTURES:
         model = build(name)
@@ -61,7 +63,7 @@ def test_every_architecture_builds_and_converts_to_int8(tmp_path):
         qat = quantize(model)
         float_from_qat(qat, name)  # the ONNX exporter's round trip understands it too
         path = export_tflite(qat, calibration, tmp_path / f"{name}.tflite",
-                             build_metadata("tflite-int8", "test", {"architecture": name}))
+                             build_metadata("tflite-int8", "test", {"architecture": name}, FASHION))
         prediction = Predictor(path, num_threads=1).predict(np.zeros((28, 28), np.uint8))
         assert 0 <= prediction.index < 10, name
     assert build("edge:width=0.5").count_params() < build("edge").count_params() / 3
@@ -69,7 +71,7 @@ def test_every_architecture_builds_and_converts_to_int8(tmp_path):
 
 @pytest.fixture(scope="module")
 def quick_compare(tmp_path_factory):
-    from train.compare import main
+    from experiments.compare import main
 
     out = tmp_path_factory.mktemp("compare")
     assert main(["--quick", "--out", str(out)]) == 0
@@ -78,7 +80,7 @@ def quick_compare(tmp_path_factory):
 
 @pytest.mark.slow
 def test_compare_json_has_sane_rows(quick_compare):
-    from train.compare import QUICK_ARCHS, SHIPPED
+    from experiments.compare import QUICK_ARCHS, SHIPPED
 
     payload = json.loads((quick_compare / "compare.json").read_text())
     rows = {row["name"]: row for row in payload["rows"]}
@@ -104,7 +106,7 @@ def test_compare_json_has_sane_rows(quick_compare):
 def test_compare_markdown_and_plot(quick_compare):
     import matplotlib.image
 
-    from train.compare import QUICK_ARCHS, SHIPPED
+    from experiments.compare import QUICK_ARCHS, SHIPPED
 
     table = (quick_compare / "compare.md").read_text()
     body = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]

@@ -5,7 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from export.__main__ import ARTIFACTS
+from export.formats import FORMATS
+
+ARTIFACTS = {name: fmt.file for name, fmt in FORMATS.items()}
 
 pytestmark = pytest.mark.slow
 
@@ -60,12 +62,15 @@ def test_onnx_models_check_and_declare_their_contract(exported):
 
 @pytest.mark.parametrize("name", list(ARTIFACTS))
 def test_runtime_reads_the_embedded_metadata(exported, name):
-    from runtime import CLASS_NAMES, Predictor
+    from runtime import Predictor
+    from train.data import CLASS_NAMES
 
     out, _ = exported
     predictor = Predictor(out / ARTIFACTS[name])
     report = json.loads((out / "train_report.json").read_text())
     assert predictor.labels == CLASS_NAMES
+    assert predictor.info.raw["format_version"] == 2 and predictor.contract.preprocessing == "object"
+    assert predictor.info.raw["input"]["shape"] == [-1, 28, 28, 1] == report["contract"]["input"]["shape"]
     assert predictor.info.test_accuracy == pytest.approx(report["qat"]["test_accuracy"])
     assert predictor.info.raw["training"]["data_sha256"] == report["data"]["sha256"]
     if name == "tflite-int8":

@@ -11,8 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from runtime import CLASS_NAMES, ModelError, Prediction, Predictor
+from runtime import ModelError, Prediction, Predictor
 from runtime.predictor import BUNDLED
+from train.data import CLASS_NAMES
 
 ROOT = Path(__file__).parents[1]
 MODELS = {name: path for name, path in BUNDLED.items()}
@@ -32,7 +33,7 @@ def test_default_is_the_bundled_int8_model():
     predictor = Predictor()
     assert predictor.model_path in (BUNDLED["int8.tflite"], BUNDLED["int8.onnx"])
     assert predictor.labels == CLASS_NAMES
-    assert predictor.info.layout == "NHWC" and predictor.info.input_shape == (28, 28, 1)
+    assert predictor.contract.layout == "NHWC" and predictor.contract.image_shape == (28, 28, 1)
 
 
 def test_predicts_fashion_mnist_arrays(predictor, fashion):

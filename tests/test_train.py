@@ -50,10 +50,10 @@ def test_plots_are_valid_pngs(quick_run, name):
 
 
 def test_qat_model_reloads_with_the_same_predictions(quick_run, fashion):
-    from train.trainer import QAT_MODEL, as_input, load_qat_model
+    from train.trainer import QAT_MODEL, load_qat_model
 
     model = load_qat_model(quick_run / QAT_MODEL)
-    probs = model.predict(as_input(fashion.test_images[:500]), verbose=0)
+    probs = model.predict(fashion.contract.model_input(fashion.test_images[:500]), verbose=0)
     accuracy = (probs.argmax(1) == fashion.test_labels[:500]).mean()
     report = json.loads((quick_run / "train_report.json").read_text())
     assert abs(accuracy - report["qat"]["test_accuracy"]) < 0.1  # first 500 of the same set

@@ -10,8 +10,8 @@ from train.keras_env import keras, tf
 @dataclass(frozen=True)
 class AugmentConfig:
     flip: bool = True  # garments are left-right symmetric enough; +0.3 pp in trials
-    shift: int = 2  # pixels; Fashion-MNIST is centred, so only small shifts
-    cutout: int = 8  # side of the erased square; 0 disables (random erasing)
+    shift: float = 0.07  # fraction of the side (2 pixels of 28); the data are centred: small shifts
+    cutout: float = 0.29  # side of the erased square, fraction of the side (8 of 28 pixels); 0: off
     cutout_prob: float = 0.3
     # What camera preprocessing leaves behind (see runtime.preprocess): a garment held at a
     # slant, framed a little looser or tighter, with other contrast, and sensor noise.
@@ -27,9 +27,10 @@ PRESETS = {
 }
 
 
-def random_cutout(x: tf.Tensor, size: int, prob: float) -> tf.Tensor:
-    """Zero one random size x size square in a ``prob`` fraction of the images."""
+def random_cutout(x: tf.Tensor, fraction: float, prob: float) -> tf.Tensor:
+    """Zero one random square (``fraction`` of the shorter side) in a ``prob`` fraction of the images."""
     batch, height, width = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
+    size = round(fraction * min(x.shape[1], x.shape[2]))
     cy = tf.random.uniform([batch, 1, 1], 0, height, dtype=tf.int32)
     cx = tf.random.uniform([batch, 1, 1], 0, width, dtype=tf.int32)
     rows = tf.range(height)[None, :, None]
@@ -50,8 +51,7 @@ def make_augmenter(config: AugmentConfig):
     if config.zoom:
         layers.append(keras.layers.RandomZoom(config.zoom, fill_mode="constant"))
     if config.shift:
-        f = config.shift / 28
-        layers.append(keras.layers.RandomTranslation(f, f, fill_mode="constant"))
+        layers.append(keras.layers.RandomTranslation(config.shift, config.shift, fill_mode="constant"))
     pipeline = keras.Sequential(layers) if layers else None
 
     def augment(x: tf.Tensor, y: tf.Tensor):

@@ -11,14 +11,14 @@ reporting; tune on ``--split train`` only.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from runtime import Predictor, camera_sim
+from runtime import Contract, Predictor, camera_sim
+from runtime.files import write_json
 from runtime.preprocess import resize, to_gray
 from train import data as fmnist
 from train.report import confusion_matrix, plot_confusion
@@ -31,14 +31,15 @@ def sample(dataset: fmnist.FashionMNIST, split: str, n: int, seed: int) -> tuple
     images, labels = ((dataset.test_images, dataset.test_labels) if split == "test"
                       else (dataset.train_images, dataset.train_labels))
     rng = np.random.default_rng(seed)
-    idx = np.concatenate([rng.choice(np.flatnonzero(labels == c), n // 10, replace=False)
-                          for c in range(10)])
+    classes = np.unique(labels)
+    idx = np.concatenate([rng.choice(np.flatnonzero(labels == c), n // len(classes), replace=False)
+                          for c in classes])
     return images[idx], labels[idx]
 
 
-def naive(frame: np.ndarray) -> np.ndarray:
-    """The notebook way: grayscale, squash the whole frame to 28x28, no object finding."""
-    return resize(to_gray(frame), 28, 28)
+def naive(frame: np.ndarray, contract: Contract) -> np.ndarray:
+    """The notebook way: grayscale, squash the whole frame to the input size, no object finding."""
+    return resize(to_gray(frame), contract.width, contract.height)
 
 
 def evaluate(predictor: Predictor, images: np.ndarray, labels: np.ndarray, scene: camera_sim.Scene,
@@ -50,12 +51,12 @@ def evaluate(predictor: Predictor, images: np.ndarray, labels: np.ndarray, scene
         prediction = predictor.predict(frame)
         ours.append(prediction.index)
         found += prediction.object_found
-        baseline.append(predictor.predict(naive(frame)).index)
+        baseline.append(predictor.predict(naive(frame, predictor.contract)).index)
     ours, baseline = np.array(ours), np.array(baseline)
     return {"accuracy": float((ours == labels).mean()),
             "naive_resize_accuracy": float((baseline == labels).mean()),
             "object_found": found / len(images),
-            "confusion_matrix": confusion_matrix(labels, ours).tolist()}
+            "confusion_matrix": confusion_matrix(labels, ours, len(predictor.labels)).tolist()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, scene in VARIANTS.items():
         started = time.time()
         results[name] = evaluate(predictor, images, labels, scene, args.seed)
-        plot_confusion(np.array(results[name]["confusion_matrix"]),
+        plot_confusion(np.array(results[name]["confusion_matrix"]), predictor.labels,
                        args.out / f"camera_confusion_{args.split}_{name}.png",
                        f"camera-domain ({name}, {args.split}) accuracy {results[name]['accuracy']:.2%}")
         print(f"{name:<9} accuracy {results[name]['accuracy']:.2%}  naive resize "
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
               f"  ({time.time() - started:.0f} s)")
     print(f"same images as 28x28 arrays: {original:.2%}")
     out = args.out / f"camera_eval_{args.split}.json"
-    out.write_text(json.dumps(results, indent=2))
+    write_json(out, results)
     print(f"wrote {out}")
     return 0
 

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.contract import Contract
+
 log = logging.getLogger(__name__)
 
 MIRROR = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -65,6 +67,21 @@ FILES = {
 }
 
 
+# Class names in label order (the dataset's own documentation); exported into every model.
+CLASS_NAMES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+
+
 class DataError(RuntimeError):
     """A Fashion-MNIST file is missing, corrupt or not the official one."""
 
@@ -77,6 +94,13 @@ class FashionMNIST:
     test_labels: np.ndarray  # (10000,) uint8
     source: Path
     checksums: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def contract(self) -> Contract:
+        """What a model of this data takes: gray 28x28 garments, bright on black, framed by
+        the object preprocessing (the dataset's photos were cropped, negated and centred)."""
+        height, width = self.train_images.shape[1:3]
+        return Contract(CLASS_NAMES, height, width, channels=1, preprocessing="object")
 
 
 def parse_idx(raw: bytes, spec: IdxFile, path: Path) -> np.ndarray:

@@ -1,6 +1,7 @@
-"""CNN architectures (and classic baselines) for 28x28 grayscale garments.
+"""CNN architectures (and classic baselines) for small images (by default 28x28 gray garments).
 
-Inputs are float pixels in [0, 1], shape (28, 28, 1); outputs are class probabilities.
+Every builder takes ``input_shape`` (height, width, channels) and ``num_classes`` from the
+data's contract; inputs are float pixels in [0, 1]; outputs are class probabilities.
 Every layer is one that tensorflow-model-optimization can quantize and that converts
 to int8 TFLite builtins (Conv2D, BatchNorm folded, ReLU, MaxPool, Dense, Softmax).
 
@@ -15,8 +16,10 @@ from collections.abc import Callable
 
 from train.keras_env import keras
 
+# Architecture defaults: Fashion-MNIST's shape. Training passes its data's contract instead.
 NUM_CLASSES = 10
 INPUT_SHAPE = (28, 28, 1)
+Shape = tuple[int, int, int]
 L = keras.layers
 
 
@@ -28,13 +31,14 @@ def conv_bn(filters: int, kernel: int = 3) -> list:
             L.BatchNormalization(momentum=0.9), L.ReLU()]
 
 
-def flatten_head(dropout: float, units: int = 128) -> list:
+def flatten_head(num_classes: int, dropout: float, units: int = 128) -> list:
     return [L.Flatten(), L.Dropout(dropout),
             L.Dense(units, activation="relu"), L.Dropout(dropout),
-            L.Dense(NUM_CLASSES, activation="softmax")]
+            L.Dense(num_classes, activation="softmax")]
 
 
-def edge_cnn(dropout: float = 0.2, width: float = 1.0) -> keras.Model:
+def edge_cnn(input_shape: Shape = INPUT_SHAPE, num_classes: int = NUM_CLASSES,
+             dropout: float = 0.2, width: float = 1.0) -> keras.Model:
     """The shipped model: one conv at 28x28, two at 14x14, one at 7x7, flatten head.
 
     Early pooling keeps multiply-adds low (~15M, for latency); a flatten head keeps
@@ -45,76 +49,79 @@ def edge_cnn(dropout: float = 0.2, width: float = 1.0) -> keras.Model:
         return max(8, round(n * width))
 
     return keras.Sequential([
-        L.Input(INPUT_SHAPE),
+        L.Input(input_shape),
         *conv_bn(w(32)), L.MaxPooling2D(),
         *conv_bn(w(64)), *conv_bn(w(64)), L.MaxPooling2D(),
         *conv_bn(w(128)), L.MaxPooling2D(),
-        *flatten_head(dropout, w(128)),
+        *flatten_head(num_classes, dropout, w(128)),
     ], name="edge_cnn")
 
 
-def deep7_cnn(dropout: float = 0.2) -> keras.Model:
+def deep7_cnn(input_shape: Shape = INPUT_SHAPE, num_classes: int = NUM_CLASSES,
+              dropout: float = 0.2) -> keras.Model:
     """Same multiply-adds as edge_cnn, moved to 7x7: one conv at 14x14, two at 7x7."""
     return keras.Sequential([
-        L.Input(INPUT_SHAPE),
+        L.Input(input_shape),
         *conv_bn(32), L.MaxPooling2D(),
         *conv_bn(64), L.MaxPooling2D(),
         *conv_bn(128), *conv_bn(128), L.MaxPooling2D(),
-        *flatten_head(dropout),
+        *flatten_head(num_classes, dropout),
     ], name="deep7_cnn")
 
 
-def design_baseline() -> keras.Model:
+def design_baseline(input_shape: Shape = INPUT_SHAPE, num_classes: int = NUM_CLASSES) -> keras.Model:
     """DESIGN.md's 22M-MAC reference: two convs at 28x28, global average pooling."""
     return keras.Sequential([
-        L.Input(INPUT_SHAPE),
+        L.Input(input_shape),
         *conv_bn(32), *conv_bn(32), L.MaxPooling2D(),
         *conv_bn(64), *conv_bn(64), L.MaxPooling2D(),
         *conv_bn(128), L.GlobalAveragePooling2D(),
-        L.Dense(NUM_CLASSES, activation="softmax"),
+        L.Dense(num_classes, activation="softmax"),
     ], name="design_baseline")
 
 
-def notebook_cnn() -> keras.Model:
+def notebook_cnn(input_shape: Shape = INPUT_SHAPE, num_classes: int = NUM_CLASSES) -> keras.Model:
     """The common notebook CNN: two valid 3x3 convs (30, 60 filters), dense 60."""
     return keras.Sequential([
-        L.Input(INPUT_SHAPE),
+        L.Input(input_shape),
         L.Conv2D(30, 3, activation="relu"), L.MaxPooling2D(),
         L.Conv2D(60, 3, activation="relu"), L.MaxPooling2D(),
         L.Flatten(), L.Dense(60, activation="relu"),
-        L.Dense(NUM_CLASSES, activation="softmax"),
+        L.Dense(num_classes, activation="softmax"),
     ], name="notebook_cnn")
 
 
-def lenet(l2: float = 5e-4, dropout: float = 0.3) -> keras.Model:
+def lenet(input_shape: Shape = INPUT_SHAPE, num_classes: int = NUM_CLASSES,
+          l2: float = 5e-4, dropout: float = 0.3) -> keras.Model:
     """LeNet-5 layout (6 and 16 5x5 convs, dense 120 and 84) with ReLU, max pooling,
     L2 weight decay and dropout."""
     reg = keras.regularizers.l2(l2)
     return keras.Sequential([
-        L.Input(INPUT_SHAPE),
+        L.Input(input_shape),
         L.Conv2D(6, 5, padding="same", activation="relu", kernel_regularizer=reg), L.MaxPooling2D(),
         L.Conv2D(16, 5, activation="relu", kernel_regularizer=reg), L.MaxPooling2D(),
         L.Flatten(),
         L.Dense(120, activation="relu", kernel_regularizer=reg), L.Dropout(dropout),
         L.Dense(84, activation="relu", kernel_regularizer=reg), L.Dropout(dropout),
-        L.Dense(NUM_CLASSES, activation="softmax"),
+        L.Dense(num_classes, activation="softmax"),
     ], name="lenet")
 
 
-def mlp(dropout: float = 0.2) -> keras.Model:
-    """Dense only: 784 -> 256 -> 128 -> 10."""
+def mlp(input_shape: Shape = INPUT_SHAPE, num_classes: int = NUM_CLASSES,
+        dropout: float = 0.2) -> keras.Model:
+    """Dense only: pixels -> 256 -> 128 -> classes."""
     return keras.Sequential([
-        L.Input(INPUT_SHAPE), L.Flatten(),
+        L.Input(input_shape), L.Flatten(),
         L.Dense(256, activation="relu"), L.Dropout(dropout),
         L.Dense(128, activation="relu"), L.Dropout(dropout),
-        L.Dense(NUM_CLASSES, activation="softmax"),
+        L.Dense(num_classes, activation="softmax"),
     ], name="mlp")
 
 
-def linear() -> keras.Model:
-    """Softmax regression on the 784 pixels: the floor every model must clear."""
-    return keras.Sequential([L.Input(INPUT_SHAPE), L.Flatten(),
-                             L.Dense(NUM_CLASSES, activation="softmax")], name="linear")
+def linear(input_shape: Shape = INPUT_SHAPE, num_classes: int = NUM_CLASSES) -> keras.Model:
+    """Softmax regression on the pixels: the floor every model must clear."""
+    return keras.Sequential([L.Input(input_shape), L.Flatten(),
+                             L.Dense(num_classes, activation="softmax")], name="linear")
 
 
 ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
@@ -128,12 +135,15 @@ ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
 }
 
 
+DATA_PARAMETERS = ("input_shape", "num_classes")  # from the data, not from an architecture spec
+
+
 def parse_spec(text: str) -> tuple[str, dict[str, float]]:
     """``"edge:width=1.5,dropout=0.3"`` -> ("edge", {"width": 1.5, "dropout": 0.3})."""
     name, _, args = text.partition(":")
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
-    accepted = inspect.signature(ARCHITECTURES[name]).parameters
+    accepted = [p for p in inspect.signature(ARCHITECTURES[name]).parameters if p not in DATA_PARAMETERS]
     params = {}
     for item in filter(None, args.split(",")):
         key, _, value = item.partition("=")
@@ -154,10 +164,11 @@ def spec(name: str, **params: float) -> str:
     return f"{name}:{args}" if args else name
 
 
-def build(name: str = "edge") -> keras.Model:
-    """Build a registry architecture; ``name`` may carry arguments (see ``parse_spec``)."""
+def build(name: str = "edge", input_shape: Shape = INPUT_SHAPE, num_classes: int = NUM_CLASSES) -> keras.Model:
+    """Build a registry architecture for the data's shape; ``name`` may carry arguments
+    (see ``parse_spec``)."""
     arch, params = parse_spec(name)
-    return ARCHITECTURES[arch](**params)
+    return ARCHITECTURES[arch](tuple(input_shape), num_classes, **params)
 
 
 def count_macs(model: keras.Model) -> int:

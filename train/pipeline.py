@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.files import write_json
 from train import report as rep
 from train.data import FashionMNIST
 from train.model import count_macs
@@ -24,13 +25,15 @@ def run(config: TrainConfig, dataset: FashionMNIST, out: Path) -> dict:
     log.info("train %d, validation %d (from the training set), test %d (report only)",
              len(splits.y_train), len(splits.y_val), len(splits.y_test))
     out.mkdir(parents=True, exist_ok=True)
-    rep.plot_samples(dataset.train_images, dataset.train_labels, out / "samples.png")
+    contract = splits.contract
+    rep.plot_samples(dataset.train_images, dataset.train_labels, contract.labels, out / "samples.png")
 
     results = train(config, splits, out)
     float_model = results["float"][0]
     report: dict = {
         "config": {**config.__dict__, "augment": config.augment.__dict__},
         "architecture": config.arch,
+        "contract": contract.to_metadata(),  # what export embeds in every model
         "parameters": int(float_model.count_params()),
         "macs": count_macs(float_model),
         "data": {"source": str(dataset.source), "sha256": dataset.checksums,
@@ -41,7 +44,7 @@ def run(config: TrainConfig, dataset: FashionMNIST, out: Path) -> dict:
     }
     for stage, (model, info) in results.items():
         probs = model.predict(splits.x_test, batch_size=512, verbose=0)
-        metrics = rep.classification_metrics(probs, splits.y_test)
+        metrics = rep.classification_metrics(probs, splits.y_test, contract.labels)
         report[stage] = {**metrics, "epochs_run": info["epochs_run"],
                          "wall_time_s": info["wall_time_s"], "history": info["history"]}
         log.info("%s: test accuracy %.4f, loss %.4f", stage, metrics["test_accuracy"],
@@ -49,8 +52,8 @@ def run(config: TrainConfig, dataset: FashionMNIST, out: Path) -> dict:
     report["wall_time_s"] = round(time.time() - started, 1)
 
     rep.plot_curves({s: report[s]["history"] for s in ("float", "qat")}, out / "curves.png")
-    rep.plot_confusion(np.array(report["qat"]["confusion_matrix"]), out / "confusion.png",
+    rep.plot_confusion(np.array(report["qat"]["confusion_matrix"]), contract.labels, out / "confusion.png",
                        f"QAT model on the official test set "
                        f"(accuracy {report['qat']['test_accuracy']:.2%})")
-    rep.write_json(out / REPORT, report)
+    write_json(out / REPORT, report)
     return report

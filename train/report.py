@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 
-from runtime.labels import CLASS_NAMES
+from runtime.files import atomic_path
 
 
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n: int = len(CLASS_NAMES)) -> np.ndarray:
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:
     matrix = np.zeros((n, n), dtype=np.int64)
     np.add.at(matrix, (y_true.astype(int), y_pred.astype(int)), 1)
     return matrix
 
 
-def classification_metrics(probs: np.ndarray, y_true: np.ndarray) -> dict:
+def classification_metrics(probs: np.ndarray, y_true: np.ndarray, labels: tuple[str, ...]) -> dict:
     """Accuracy, log loss, per-class precision/recall/F1 and the confusion matrix."""
     y_pred = probs.argmax(axis=1)
-    matrix = confusion_matrix(y_true, y_pred)
+    matrix = confusion_matrix(y_true, y_pred, len(labels))
     true_pos = np.diag(matrix).astype(float)
     precision = np.divide(true_pos, matrix.sum(0), out=np.zeros(len(true_pos)), where=matrix.sum(0) > 0)
     recall = np.divide(true_pos, matrix.sum(1), out=np.zeros(len(true_pos)), where=matrix.sum(1) > 0)
@@ -32,22 +30,15 @@ def classification_metrics(probs: np.ndarray, y_true: np.ndarray) -> dict:
         "test_loss": float(-np.log(picked).mean()),
         "per_class": {name: {"precision": round(float(p), 4), "recall": round(float(r), 4),
                              "f1": round(float(f), 4)}
-                      for name, p, r, f in zip(CLASS_NAMES, precision, recall, f1)},
+                      for name, p, r, f in zip(labels, precision, recall, f1)},
         "confusion_matrix": matrix.tolist(),
     }
 
 
-def write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
-
-
 def save_figure(fig, path: Path, dpi: int) -> None:
     """Save through a temporary file: an interrupted run never leaves a truncated PNG."""
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=dpi)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi)
 
 
 def _figure():
@@ -75,18 +66,18 @@ def plot_curves(histories: dict[str, dict], path: Path) -> None:
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle("Fashion-MNIST training (validation split from the training set)")
+    fig.suptitle("Training (validation split from the training set)")
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
-def plot_confusion(matrix: np.ndarray, path: Path, title: str) -> None:
+def plot_confusion(matrix: np.ndarray, labels: tuple[str, ...], path: Path, title: str) -> None:
     plt = _figure()
     fig, ax = plt.subplots(figsize=(8, 7))
     ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(CLASS_NAMES)), CLASS_NAMES, rotation=45, ha="right")
-    ax.set_yticks(range(len(CLASS_NAMES)), CLASS_NAMES)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     threshold = matrix.max() / 2
@@ -99,18 +90,19 @@ def plot_confusion(matrix: np.ndarray, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def plot_samples(images: np.ndarray, labels: np.ndarray, path: Path, per_class: int = 8) -> None:
+def plot_samples(images: np.ndarray, labels: np.ndarray, names: tuple[str, ...], path: Path,
+                 per_class: int = 8) -> None:
     """A grid with ``per_class`` training images of every class, labelled."""
     plt = _figure()
-    fig, axes = plt.subplots(len(CLASS_NAMES), per_class, figsize=(per_class * 1.1, 12))
-    for c, name in enumerate(CLASS_NAMES):
+    fig, axes = plt.subplots(len(names), per_class, figsize=(per_class * 1.1, 1.2 * len(names)), squeeze=False)
+    for c, name in enumerate(names):
         for k, idx in enumerate(np.flatnonzero(labels == c)[:per_class]):
             ax = axes[c, k]
-            ax.imshow(images[idx], cmap="gray", vmin=0, vmax=255)
+            ax.imshow(images[idx], cmap="gray" if images.ndim == 3 else None, vmin=0, vmax=255)
             ax.set_xticks([])
             ax.set_yticks([])
         axes[c, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
-    fig.suptitle("Fashion-MNIST training images")
+    fig.suptitle("Training images")
     fig.tight_layout()
     save_figure(fig, path, dpi=80)
     plt.close(fig)

@@ -37,7 +37,7 @@ def augment_config(strength: float):
     from train.augment import AugmentConfig
 
     base = AugmentConfig()
-    return dataclasses.replace(base, shift=round(base.shift * strength),
+    return dataclasses.replace(base, shift=base.shift * strength,
                                cutout_prob=min(base.cutout_prob * strength, 1.0),
                                cutout=base.cutout if strength > 0 else 0)
 
@@ -52,8 +52,8 @@ def search_splits(dataset, limit: int | None, seed: int):
     idx = np.arange(len(full.y_train))
     if limit:
         idx = subsample(full.y_train, idx, limit, seed)
-    return Splits(full.x_train[idx], full.y_train[idx], full.x_val, full.y_val,
-                  np.empty((0, 28, 28, 1), np.float32), np.empty(0, np.uint8))
+    return Splits(full.contract, full.x_train[idx], full.y_train[idx], full.x_val, full.y_val,
+                  full.x_test[:0], full.y_test[:0])
 
 
 def run_trial(params: dict[str, float], splits, epochs: int, seed: int, work: Path) -> dict:
@@ -66,7 +66,7 @@ def run_trial(params: dict[str, float], splits, epochs: int, seed: int, work: Pa
     arch = spec("edge", width=params["width"], dropout=params["dropout"])
     config = TrainConfig(arch=arch, epochs=epochs, learning_rate=params["learning_rate"], seed=seed,
                          augment=augment_config(params["augment"]))
-    model = build(arch)
+    model = build(arch, splits.contract.image_shape, len(splits.contract.labels))
     started = time.time()
     history = fit(model, splits, config, stage=arch, epochs=epochs, peak_lr=config.learning_rate,
                   augment=True, backup_dir=work / "backup")
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from train import data as fmnist
-    from train.report import write_json
+    from runtime.files import write_json
 
     try:
         dataset = fmnist.load(args.data_dir)

@@ -6,7 +6,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -17,7 +16,9 @@ import numpy as np
 from train import data as fmnist
 from train.augment import AugmentConfig, make_augmenter
 from train.keras_env import keras, tf
-from train.model import NUM_CLASSES, build
+from runtime.contract import Contract
+from runtime.files import atomic_path, write_json
+from train.model import build
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +50,13 @@ class TrainConfig:
 
 @dataclass
 class Splits:
+    contract: Contract  # what the model takes, from the data
     x_train: np.ndarray
     y_train: np.ndarray
     x_val: np.ndarray
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
-
-
-def as_input(images: np.ndarray) -> np.ndarray:
-    """uint8 (N, 28, 28) -> float32 (N, 28, 28, 1) in [0, 1]: the model's input contract."""
-    return (images.astype(np.float32) / 255.0)[..., None]
 
 
 def subsample(labels: np.ndarray, idx: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -77,7 +74,9 @@ def make_splits(dataset: fmnist.FashionMNIST, config: TrainConfig) -> Splits:
     if config.limit and config.limit < len(train_idx):
         train_idx = subsample(dataset.train_labels, train_idx, config.limit, config.seed)
         val_idx = subsample(dataset.train_labels, val_idx, max(config.limit // 5, 200), config.seed)
+    as_input = dataset.contract.model_input
     return Splits(
+        dataset.contract,
         as_input(dataset.train_images[train_idx]), dataset.train_labels[train_idx],
         as_input(dataset.train_images[val_idx]), dataset.train_labels[val_idx],
         as_input(dataset.test_images), dataset.test_labels)
@@ -85,7 +84,7 @@ def make_splits(dataset: fmnist.FashionMNIST, config: TrainConfig) -> Splits:
 
 def datasets(splits: Splits, config: TrainConfig, augment: bool):
     def one_hot(x, y):
-        return x, tf.one_hot(tf.cast(y, tf.int32), NUM_CLASSES)
+        return x, tf.one_hot(tf.cast(y, tf.int32), len(splits.contract.labels))
 
     train = (tf.data.Dataset.from_tensor_slices((splits.x_train, splits.y_train))
              .shuffle(len(splits.x_train), seed=config.seed, reshuffle_each_iteration=True)
@@ -153,9 +152,8 @@ def fit(model: keras.Model, splits: Splits, config: TrainConfig, *, stage: str,
 
 def save_model(model: keras.Model, path: Path) -> None:
     """Write to a temporary file and rename: a kill never leaves a truncated model."""
-    tmp = path.with_name(f".{path.name}.tmp.h5")
-    model.save(tmp, include_optimizer=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        model.save(tmp, include_optimizer=False)
 
 
 def load_qat_model(path: Path) -> keras.Model:
@@ -190,9 +188,7 @@ class RunState:
 
     def finish(self, stage: str, info: dict) -> None:
         self.data["stages"][stage] = info
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=2))
-        os.replace(tmp, self.path)
+        write_json(self.path, self.data)
 
 
 def run_stage(state: RunState, stage: str, out: Path, model_file: str, train_fn) -> tuple:
@@ -222,7 +218,7 @@ def train(config: TrainConfig, splits: Splits, out: Path) -> dict:
     state = RunState(out, config)
 
     def float_stage():
-        model = build(config.arch)
+        model = build(config.arch, splits.contract.image_shape, len(splits.contract.labels))
         history = fit(model, splits, config, stage="float", epochs=config.epochs,
                       peak_lr=config.learning_rate, augment=True,
                       backup_dir=out / "backup" / "float")

@@ -1,4 +1,4 @@
-"""python -m train.compare: every architecture trained alike, QAT, int8, measured alike.
+"""python -m experiments.compare: every architecture trained alike, QAT, int8, measured alike.
 
 Each architecture gets the same data, validation split, seed, recipe and epoch budget
 (``python -m train``'s pipeline), then QAT fine-tuning and a full-integer int8 TFLite
@@ -61,18 +61,19 @@ def train_one(arch: str, budget: Budget, dataset, out: Path) -> dict:
 
 def export_int8(run_dir: Path, dataset, calibration_size: int) -> Path:
     """The run's QAT model -> full-integer int8 TFLite, as ``python -m export`` does it."""
-    from export.__main__ import ARTIFACTS
     from export.calibration import calibration_images
-    from export.convert import export_tflite
+    from export.formats import FORMATS, Job
     from export.metadata import build_metadata, model_version, training_summary
     from train.trainer import QAT_MODEL, load_qat_model
 
-    qat_path = run_dir / QAT_MODEL
-    calibration = calibration_images(dataset.train_images, dataset.train_labels, calibration_size)
-    metadata = build_metadata("tflite-int8", model_version(qat_path),
-                              training_summary(run_dir / "train_report.json"))
-    return export_tflite(load_qat_model(qat_path), calibration, run_dir / ARTIFACTS["tflite-int8"],
-                         metadata)
+    qat_path, contract = run_dir / QAT_MODEL, dataset.contract
+    training = training_summary(run_dir / "train_report.json")
+    version = model_version(qat_path)
+    job = Job(load_qat_model(qat_path), training["architecture"], contract,
+              calibration_images(dataset.train_images, dataset.train_labels, calibration_size, contract),
+              lambda fmt: build_metadata(fmt, version, training, contract), run_dir)
+    tflite = FORMATS["tflite-int8"]
+    return tflite.convert(job, run_dir / tflite.file)
 
 
 def int8_accuracy(model: Path, dataset) -> float:
@@ -111,17 +112,18 @@ def camera_accuracy(models: dict[str, Path], dataset, frames: int) -> dict[str, 
     return results
 
 
-def measure_latency(models: dict[str, Path], work: Path, repeats: int, rounds: int = 2) -> dict[str, dict]:
+def measure_latency(models: dict[str, Path], dataset, work: Path, repeats: int, rounds: int = 2) -> dict[str, dict]:
     """``runtime.bench``'s measurements of each model, each in a fresh process.
 
     Models take turns for ``rounds`` rounds and each keeps its fastest round: on a shared
     machine a neighbour's burst then slows one measurement, not one model.
     """
-    from runtime.bench import run_json, sample_inputs
+    from runtime.bench import run_json
+    from runtime.camera_sim import render
 
-    images, frame = sample_inputs()
+    images = dataset.test_images[:64]
     inputs = work / "latency_inputs.npz"
-    np.savez(inputs, images=images, frame=frame)
+    np.savez(inputs, images=images, frame=render(images[0], np.random.default_rng(0)))
     best: dict[str, dict] = {}
     for _ in range(rounds):
         for name, path in models.items():
@@ -167,8 +169,8 @@ def evaluate_rows(rows: list[dict], dataset, budget: Budget) -> None:
                  row["camera_accuracy"])
 
 
-def add_latency_and_front(rows: list[dict], work: Path, repeats: int) -> None:
-    latency = measure_latency({row["name"]: Path(row["model"]) for row in rows}, work, repeats)
+def add_latency_and_front(rows: list[dict], dataset, work: Path, repeats: int) -> None:
+    latency = measure_latency({row["name"]: Path(row["model"]) for row in rows}, dataset, work, repeats)
     for row in rows:
         bench = latency[row["name"]]
         row["latency_us"] = bench["predict_1thread"]["median_us"]
@@ -222,7 +224,7 @@ def plot_pareto(rows: list[dict], path: Path, title: str) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     d = Budget()
-    p = argparse.ArgumentParser(prog="python -m train.compare", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m experiments.compare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--archs", nargs="+", default=None,
                    help=f"architectures (default: {' '.join(DEFAULT_ARCHS)})")
@@ -267,7 +269,7 @@ def train_rows(archs: list[str], budget: Budget, dataset, out: Path, shipped: bo
 
 def write_outputs(rows: list[dict], budget: Budget, out: Path, wall_s: float) -> str:
     """compare.json, compare.md and compare.png; returns the Markdown table."""
-    from train.report import write_json
+    from runtime.files import write_json, write_text
 
     subset = f"{budget.limit:,} training images" if budget.limit else "all 55,000 training images"
     title = (f"Fashion-MNIST, {subset}, {budget.epochs} epoch(s) + {budget.qat_epochs} QAT each "
@@ -277,7 +279,7 @@ def write_outputs(rows: list[dict], budget: Budget, out: Path, wall_s: float) ->
         "pareto_axes": ["int8_test_accuracy (max)", "latency_us (min)"],
         "wall_time_s": round(wall_s, 1), "rows": rows})
     table = markdown_table(rows)
-    (out / "compare.md").write_text(f"{title}\n\n{table}\n")
+    write_text(out / "compare.md", f"{title}\n\n{table}\n")
     plot_pareto(rows, out / "compare.png", title)
     return table
 
@@ -304,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     evaluate_rows(rows, dataset, budget)
     print("\nmeasuring latency, one process per model ...", flush=True)
-    add_latency_and_front(rows, args.out, budget.repeats)
+    add_latency_and_front(rows, dataset, args.out, budget.repeats)
     wall = time.time() - started
     table = write_outputs(rows, budget, args.out, wall)
     print(f"\n{table}\n\nwrote {args.out}/compare.json, compare.md, compare.png in {wall / 60:.1f} min")

@@ -1,0 +1,1 @@
+"""Experiments that sit above train/ and export/ (they use both): the model comparison."""
