@@ -16,6 +16,7 @@ import numpy as np
 from flask import Flask, jsonify, request
 from PIL import Image
 
+from runtime import Contract
 from train.data import CLASS_NAMES
 from train.keras_env import keras
 
@@ -32,15 +33,15 @@ def load_model(path: Path | None):
 
 def create_app(model, direct_call: bool) -> Flask:
     app = Flask(__name__)
+    contract = Contract(CLASS_NAMES, *model.input_shape[1:])
 
     @app.post("/predict")
     def predict():
-        height, width = model.input_shape[1:3]
-        image = Image.open(io.BytesIO(request.get_data())).convert("L").resize((width, height))
-        x = np.asarray(image, np.float32)[None, :, :, None] / 255.0
+        image = Image.open(io.BytesIO(request.get_data())).convert("L").resize((contract.width, contract.height))
+        x = contract.model_input(np.asarray(image)[None])
         probabilities = model(x, training=False).numpy()[0] if direct_call else model.predict(x, verbose=0)[0]
         index = int(np.argmax(probabilities))
-        return jsonify(label=CLASS_NAMES[index], confidence=float(probabilities[index]))
+        return jsonify(label=contract.labels[index], confidence=float(probabilities[index]))
 
     return app
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from runtime import Predictor
 from runtime.camera_sim import render
+from runtime.files import write_json
 from train import data
 
 HERE = Path(__file__).parent
@@ -162,10 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": {"cpu": cpu_model(), "cores": os.cpu_count(),
                                                                    "python": platform.python_version()},
               "connections": args.connections, "duration_s": args.duration, "runs": runs}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".partial")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(args.out)
+    write_json(args.out, report)
     print(f"\nwrote {args.out}")
     return 0
 

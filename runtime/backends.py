@@ -74,7 +74,7 @@ class OnnxBackend:
                              f"{[(i.name, i.type) for i in inputs]}")
         self.info.check_graph(inputs[0].shape, outputs[0].shape, path)
         self.input_name, self.output_name = inputs[0].name, outputs[0].name
-        self.pixel_values = self.info.contract.from_unit(np.arange(256, dtype=np.float32) / 255)
+        self.pixel_values = self.info.contract.pixel_values()
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         contract = self.info.contract
@@ -114,7 +114,7 @@ class TFLiteBackend:
             limits = np.iinfo(self.input_dtype)
             self.quant_limits = (float(limits.min), float(limits.max))
         # uint8 pixels map to the input type through a 256-entry table: no float pass
-        self.pixel_table = self.as_input(self.info.contract.from_unit(np.arange(256, dtype=np.float32) / 255))
+        self.pixel_table = self.as_input(self.info.contract.pixel_values())
         self.batch = int(inp["shape"][0])
 
     def _resize(self, n: int) -> None:

@@ -81,10 +81,14 @@ class Contract:
             batch = batch * np.float32(high - low) + np.float32(low)
         return np.ascontiguousarray(batch, dtype=np.float32)
 
+    def pixel_values(self) -> np.ndarray:
+        """What each uint8 level 0-255 becomes in the model's input range (a lookup table)."""
+        return self.from_unit(np.arange(256, dtype=np.float32) / 255)
+
     def model_input(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 images (N, H, W) or (N, H, W, C) -> the float32 batch the model takes (NHWC)."""
-        unit = pixels.astype(np.float32) * np.float32(1 / 255)
-        return self.from_unit(unit if unit.ndim == 4 else unit[..., None])
+        values = self.pixel_values()[pixels]
+        return values if values.ndim == 4 else values[..., None]
 
     def to_metadata(self) -> dict:
         """The contract's keys of the embedded metadata (format_version 2)."""

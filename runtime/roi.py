@@ -18,8 +18,12 @@ class Roi(NamedTuple):
             x, y, w, h = (int(v) for v in value)  # type: ignore[union-attr]
         except (TypeError, ValueError):
             raise ValueError(f"roi must be four integers (x, y, width, height), got {value!r}") from None
+        return cls._checked(x, y, w, h, value)
+
+    @classmethod
+    def _checked(cls, x: int, y: int, w: int, h: int, shown: object) -> Roi:
         if w < 1 or h < 1 or x < 0 or y < 0:
-            raise ValueError(f"roi {value!r}: needs x, y >= 0 and width, height >= 1")
+            raise ValueError(f"roi {shown!r}: needs x, y >= 0 and width, height >= 1")
         return cls(x, y, w, h)
 
     @classmethod
@@ -28,7 +32,7 @@ class Roi(NamedTuple):
         parts = text.split(",")
         if len(parts) != 4 or not all(p.strip().isascii() and p.strip().isdigit() for p in parts):
             raise ValueError(f"roi must be x,y,w,h in pixels (four non-negative integers), not {text!r}")
-        return cls.of(parts)
+        return cls._checked(*(int(p) for p in parts), text)
 
     def check_inside(self, width: int, height: int) -> Roi:
         if self.x + self.w > width or self.y + self.h > height:

@@ -1,5 +1,6 @@
 """The HTTP API: answers, every kind of bad request (4xx, never 5xx), security defaults, metrics,
-and a real multi-worker uvicorn server (decompression bomb, slow client)."""
+models of other contracts (colour, any size, any number of labels), and a real multi-worker
+uvicorn server (decompression bomb, slow client)."""
 
 import re
 import socket
@@ -19,9 +20,11 @@ pytest.importorskip("fastapi")
 cv2 = pytest.importorskip("cv2")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from runtime import CLASS_NAMES, Predictor  # noqa: E402
+from contract_models import make_model  # noqa: E402
+from runtime import Predictor, Roi  # noqa: E402
 from runtime.camera_sim import render  # noqa: E402
-from runtime.serve import ServeConfig, create_app  # noqa: E402
+from runtime.serve import ServeConfig, Service, create_app  # noqa: E402
+from runtime.serve.images import decode  # noqa: E402
 
 
 def encode(image: np.ndarray, ext: str = ".png", **params) -> bytes:
@@ -54,6 +57,11 @@ def png_bomb(side: int = 20000) -> bytes:
 def client():
     with TestClient(create_app(ServeConfig(max_bytes=2_000_000, max_batch=8))) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def bundled_labels():
+    return Predictor().labels
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +218,7 @@ def test_fuzzed_bodies_never_get_a_5xx(client, frame, data, cut, flips, kind):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(height=st.integers(1, 300), width=st.integers(1, 300), channels=st.sampled_from([1, 3, 4]),
        seed=st.integers(0, 2**32 - 1), ext=st.sampled_from([".png", ".jpg", ".bmp"]))
-def test_any_valid_image_of_any_size_gets_an_answer(client, height, width, channels, seed, ext):
+def test_any_valid_image_of_any_size_gets_an_answer(client, bundled_labels, height, width, channels, seed, ext):
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 256, (height, width, channels), dtype=np.uint8)
     if ext == ".jpg" and channels == 4:
@@ -218,12 +226,15 @@ def test_any_valid_image_of_any_size_gets_an_answer(client, height, width, chann
     response = post_image(client, encode(image, ext), "image/" + ext[1:].replace("jpg", "jpeg"))
     assert response.status_code == 200, response.text
     answer = response.json()
-    assert answer["label"] in CLASS_NAMES and 0 <= answer["confidence"] <= 1
+    assert answer["label"] in bundled_labels and 0 <= answer["confidence"] <= 1
 
 
 def test_model_health_docs_and_page(client):
     model = client.get("/v1/model").json()
     assert len(model["labels"]) == 10 and model["input"]["layout"] == "NHWC" and model["model_version"]
+    assert model["contract"] == {  # the contract in one shape, whatever the metadata's version
+        "labels": model["labels"], "input": {"height": 28, "width": 28, "channels": 1, "range": [0.0, 1.0]},
+        "preprocessing": {"kind": "object"}}
     assert client.get("/healthz").json()["status"] == "ok"
     schema = client.get("/openapi.json").json()
     classify = schema["paths"]["/v1/classify"]["post"]
@@ -279,6 +290,172 @@ def test_cli_defaults_are_safe_and_a_bad_model_exits_2(tmp_path):
     run = subprocess.run([sys.executable, "-m", "runtime.serve", "--model", str(bad)], capture_output=True, text=True,
                          timeout=60)
     assert run.returncode == 2 and "broken.onnx" in run.stderr
+
+
+# --- models of other contracts (tests/contract_models.py): colour, other sizes, other label counts ----
+
+RGB_LABELS = ("a", "b", "c", "d", "e")
+
+
+@pytest.fixture(scope="module")
+def rgb_model(tmp_path_factory):
+    """A 32x32 RGB model with 5 labels and "resize" preprocessing, built with onnx.helper."""
+    return make_model(tmp_path_factory.mktemp("rgb") / "rgb.onnx", RGB_LABELS, 32, 32, 3, kind="resize", seed=1)
+
+
+@pytest.fixture(scope="module")
+def rgb_client(rgb_model):
+    with TestClient(create_app(ServeConfig(model=str(rgb_model), max_batch=8))) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def gray2_model(tmp_path_factory):
+    """A 20x20 gray model with 2 labels."""
+    return make_model(tmp_path_factory.mktemp("gray2") / "gray2.onnx", ("no", "yes"), 20, 20, 1, kind="resize", seed=2)
+
+
+def colour_picture(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """BGR uint8 with structure in every channel (a plain random image averages out when resized)."""
+    rng = np.random.default_rng(seed)
+    image = np.zeros((height, width, 3), np.uint8)
+    for channel in range(3):
+        y, x = rng.integers(0, height - height // 3), rng.integers(0, width - width // 3)
+        image[y:y + height // 3, x:x + width // 3, channel] = rng.integers(120, 256)
+    return image + rng.integers(0, 40, image.shape, dtype=np.uint8)
+
+
+def probabilities(answer: dict, labels) -> np.ndarray:
+    by_label = {item["label"]: item["confidence"] for item in answer["top_k"]}
+    return np.array([by_label[label] for label in labels])
+
+
+def test_rgb_model_reports_its_contract(rgb_client):
+    model = rgb_client.get("/v1/model").json()
+    assert model["labels"] == list(RGB_LABELS) and model["input"]["shape"] == [-1, 32, 32, 3]
+    assert model["contract"] == {"labels": list(RGB_LABELS),
+                                 "input": {"height": 32, "width": 32, "channels": 3, "range": [0.0, 1.0]},
+                                 "preprocessing": {"kind": "resize"}}
+    assert model["model_version"] == "test" and model["file"] == "rgb.onnx"
+    schema = rgb_client.get("/openapi.json").json()
+    top_k = next(p for p in schema["paths"]["/v1/classify"]["post"]["parameters"] if p["name"] == "top_k")
+    assert top_k["schema"]["maximum"] == 5 and top_k["schema"]["default"] == 3
+
+
+def test_rgb_model_classifies_colour_like_the_runtime(rgb_client, rgb_model):
+    predictor = Predictor(rgb_model)
+    for seed, (height, width) in enumerate([(120, 90), (32, 32), (31, 200)]):
+        bgr = colour_picture(height, width, seed)
+        png = encode(bgr)
+        assert np.array_equal(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), bgr)  # lossless
+        answer = post_image(rgb_client, png, query="?top_k=5").json()
+        expected = predictor.predict(bgr)
+        assert answer["label"] == expected.label and answer["index"] == expected.index
+        np.testing.assert_allclose(probabilities(answer, RGB_LABELS), expected.probabilities, atol=1e-5)
+        assert answer["box"] == [0, 0, width, height]  # "resize": the whole image
+        assert len(post_image(rgb_client, png).json()["top_k"]) == 3  # the default
+
+
+def test_rgb_model_gets_rgb_in_the_model_s_order(rgb_client, rgb_model):
+    """A 32x32 upload is the model's input as it is: checked against the graph computed by numpy."""
+    from contract_models import reference
+
+    bgr = colour_picture(32, 32, 7)
+    answer = post_image(rgb_client, encode(bgr), query="?top_k=5").json()
+    rgb = bgr[..., ::-1].astype(np.float32)[None] / 255
+    np.testing.assert_allclose(probabilities(answer, RGB_LABELS), reference(rgb_model, rgb)[0], atol=1e-5)
+    swapped = reference(rgb_model, bgr.astype(np.float32)[None] / 255)[0]
+    assert not np.allclose(probabilities(answer, RGB_LABELS), swapped, atol=1e-3)  # the order matters here
+
+
+def test_rgb_model_roi_batch_and_any_upload(rgb_client, rgb_model):
+    predictor = Predictor(rgb_model)
+    bgr = colour_picture(120, 160, 3)
+    answer = post_image(rgb_client, encode(bgr), query="?top_k=5&roi=10,20,64,48").json()
+    expected = predictor.predict(bgr, Roi(10, 20, 64, 48))
+    np.testing.assert_allclose(probabilities(answer, RGB_LABELS), expected.probabilities, atol=1e-5)
+    assert answer["box"] == [10, 20, 64, 48]
+    outside = post_image(rgb_client, encode(bgr), query="?roi=100,100,61,10")
+    assert outside.status_code == 422 and "160x120" in outside.json()["detail"]
+    # a batch is one inference call over the same pixels
+    pictures = [colour_picture(60, 80, seed) for seed in range(4)]
+    files = [("image", (f"{i}.png", encode(p), "image/png")) for i, p in enumerate(pictures)]
+    results = rgb_client.post("/v1/classify/batch?top_k=5", files=files).json()["results"]
+    for result, expected in zip(results, predictor.predict_batch(pictures)):
+        np.testing.assert_allclose(probabilities(result, RGB_LABELS), expected.probabilities, atol=1e-5)
+    # gray, BGRA, BMP, JPEG (colour and gray) and WebP uploads all become BGR
+    for image, ext in [(bgr[..., 0], ".png"), (cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA), ".png"), (bgr, ".bmp"),
+                       (bgr, ".jpg"), (bgr[..., 1], ".jpg"), (bgr, ".webp")]:
+        response = post_image(rgb_client, encode(image, ext), "image/" + ext[1:].replace("jpg", "jpeg"))
+        assert response.status_code == 200 and response.json()["label"] in RGB_LABELS, (ext, image.shape)
+
+
+def test_large_colour_jpeg_roi_is_in_upload_pixels(rgb_client, rgb_model):
+    bgr = cv2.resize(colour_picture(150, 200, 4), (2400, 1800), interpolation=cv2.INTER_NEAREST)
+    jpeg = encode(bgr, ".jpg", **{str(cv2.IMWRITE_JPEG_QUALITY): 90})
+    decoded = decode(jpeg, 16_000_000, channels=3)
+    assert decoded.pixels.shape == (900, 1200, 3) and decoded.scale == 0.5 and decoded.size == (2400, 1800)
+    assert decoded.pixels.flags.c_contiguous and decoded.pixels.dtype == np.uint8
+    whole = post_image(rgb_client, jpeg, "image/jpeg", "?roi=0,0,2400,1800")
+    assert whole.status_code == 200 and whole.json()["box"] == [0, 0, 2400, 1800]
+    edge = post_image(rgb_client, jpeg, "image/jpeg", "?roi=2399,1799,1,1")  # the last pixel, halved: still in
+    assert edge.status_code == 200
+    outside = post_image(rgb_client, jpeg, "image/jpeg", "?roi=2300,0,101,10")
+    assert outside.status_code == 422 and "2400x1800" in outside.json()["detail"]
+
+
+def test_decoding_follows_the_model_s_channels():
+    bgr = colour_picture(40, 30, 5)
+    png = encode(bgr)
+    gray, colour = decode(png, 10**6, channels=1), decode(png, 10**6)
+    assert gray.pixels.shape == (40, 30) and colour.pixels.shape == (40, 30)  # gray is the default
+    colour = decode(png, 10**6, channels=3)
+    assert colour.pixels.shape == (40, 30, 3) and np.array_equal(colour.pixels, bgr)
+    assert colour.pixels.flags.c_contiguous and colour.size == (30, 40) and colour.scale == 1
+    deep = encode((np.arange(40 * 30, dtype=np.uint16).reshape(40, 30) * 50))  # a 16-bit gray PNG
+    expected = ((np.arange(40 * 30).reshape(40, 30) * 50) >> 8).astype(np.uint8)
+    assert np.array_equal(decode(deep, 10**6, channels=1).pixels, expected)
+    assert np.array_equal(decode(deep, 10**6, channels=3).pixels, np.repeat(expected[..., None], 3, axis=2))
+
+
+def test_two_label_gray_model(gray2_model, tmp_path):
+    with TestClient(create_app(ServeConfig(model=str(gray2_model)))) as client:
+        model = client.get("/v1/model").json()
+        assert model["contract"]["labels"] == ["no", "yes"]
+        assert model["contract"]["input"] == {"height": 20, "width": 20, "channels": 1, "range": [0.0, 1.0]}
+        image = (np.arange(50 * 40) % 251).astype(np.uint8).reshape(50, 40)
+        answer = post_image(client, encode(image))
+        assert answer.status_code == 200 and len(answer.json()["top_k"]) == 2  # no top_k: both labels, not a 422
+        expected = Predictor(gray2_model).predict(image)
+        np.testing.assert_allclose(probabilities(answer.json(), ("no", "yes")), expected.probabilities, atol=1e-5)
+        assert answer.json()["label"] == expected.label
+        too_many = post_image(client, encode(image), query="?top_k=3")
+        assert too_many.status_code == 422 and "from 1 to 2" in too_many.json()["detail"]
+        batch = client.post("/v1/classify/batch", files=[("image", ("a.png", encode(image)))]).json()
+        assert len(batch["results"][0]["top_k"]) == 2
+
+
+def test_service_is_callable_without_http(gray2_model):
+    service = Service(ServeConfig(model=str(gray2_model)))
+    image = (np.arange(20 * 20) % 200).astype(np.uint8).reshape(20, 20)
+    answer = service.classify_bytes(encode(image), 1, None, 0.0)
+    assert answer["label"] == Predictor(gray2_model).predict(image).label and len(answer["top_k"]) == 1
+    assert service.default_top_k == 2 and service.max_top_k == 2
+    assert service.metadata()["contract"]["preprocessing"] == {"kind": "resize"}
+
+
+def test_a_model_whose_metadata_mismatches_its_graph_is_refused_at_start(tmp_path):
+    model = make_model(tmp_path / "three_of_four.onnx", ("a", "b", "c"), 32, 32, 3, classes=4)
+    run = subprocess.run([sys.executable, "-m", "runtime.serve", "--model", str(model), "--workers", "2"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "three_of_four.onnx" in run.stderr and "3 labels" in run.stderr and "4 classes" in run.stderr
+    assert "serving" not in run.stdout  # no worker was started
+    bad_meta = make_model(tmp_path / "no_kind.onnx", meta={"format_version": 2, "labels": ["a", "b", "c", "d", "e"],
+                                                          "input": {"shape": [-1, 32, 32, 3]}})
+    run = subprocess.run([sys.executable, "-m", "runtime.serve", "--model", str(bad_meta)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "preprocessing.kind" in run.stderr
 
 
 # --- a real server: two uvicorn workers -----------------------------------------------------------

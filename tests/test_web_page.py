@@ -124,3 +124,57 @@ def test_without_a_camera_a_picked_file_is_classified(page_url, fashion, tmp_pat
         assert driver.find_element(By.ID, "still").is_displayed()
     finally:
         driver.quit()
+
+
+def test_the_page_follows_the_model_s_contract_behind_a_token(start_server, tmp_path):
+    """A 2-label 20x20 gray model, /v1 behind a token: the page asks for the token, then reads the
+    labels and input size from GET /v1/model and shows two bars, not three."""
+    from contract_models import make_model
+
+    model = make_model(tmp_path / "two.onnx", ("left", "right"), 20, 20, 1, kind="resize", seed=4)
+    url, _ = start_server("--model", str(model), "--token", "s3cret")
+    picture = np.zeros((90, 120), np.uint8)
+    picture[20:70, 10:50] = 230
+    path = tmp_path / "picture.png"
+    cv2.imwrite(str(path), picture)
+    expected = Predictor(model).predict(picture).label
+    driver = chromium()
+    try:
+        driver.get(url)
+        form = driver.find_element(By.ID, "token-form")
+        WebDriverWait(driver, 20).until(lambda _: form.is_displayed())
+        driver.find_element(By.ID, "token").send_keys("s3cret")
+        form.find_element(By.TAG_NAME, "button").click()
+        WebDriverWait(driver, 20).until(lambda d: "2 labels, 20×20 gray" in d.find_element(By.ID, "model").text)
+        driver.find_element(By.ID, "file").send_keys(str(path))
+        assert shown_label(driver) == expected
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#results li")) == 2
+        # the guide box is sent at least at the input size, at most 224 unless the input is larger
+        sizes = driver.execute_script(
+            "return [sendSide(480, {width: 20, height: 20}), sendSide(100, {width: 20, height: 20}), "
+            "sendSide(12, {width: 20, height: 20}), sendSide(480, {width: 320, height: 256})]")
+        assert sizes == [224, 100, 20, 320]
+    finally:
+        driver.quit()
+
+
+def test_live_camera_with_a_colour_model(start_server, fashion, tmp_path):
+    """A 32x32 RGB model with 5 labels: camera frames get an answer, three bars of five labels."""
+    from contract_models import make_model
+
+    labels = ("a", "b", "c", "d", "e")
+    model = make_model(tmp_path / "rgb.onnx", labels, 32, 32, 3, kind="resize", seed=1)
+    url, _ = start_server("--model", str(model))
+    rng = np.random.default_rng(4)
+    frames = [render(fashion.test_images[i], rng, HELD) for i in range(3)]
+    video = tmp_path / "camera.y4m"
+    write_y4m(video, [frame for frame in frames for _ in range(10)])
+    driver = chromium(video)
+    try:
+        driver.get(url)
+        assert shown_label(driver) in labels
+        WebDriverWait(driver, 20).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results li")) == 3)
+        assert "5 labels, 32×32 colour" in driver.find_element(By.ID, "model").text
+        assert driver.find_element(By.ID, "status").text == ""
+    finally:
+        driver.quit()

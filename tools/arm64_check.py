@@ -36,6 +36,8 @@ import sys
 import time
 from pathlib import Path
 
+from runtime.files import write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 ROOTFS = Path(os.environ.get("ARM64_ROOTFS", Path.home() / ".cache" / "fashion-edge" / "arm64-bookworm"))
 SUITE, MIRROR = "bookworm", "http://deb.debian.org/debian"
@@ -83,7 +85,7 @@ while True:
     print(json.dumps({"md5": hashlib.md5(frame.tobytes()).hexdigest(), "mean": float(frame.mean())}))
 """
 
-# The inputs, made once on x86 and copied to the guest: 28x28 images (one per class) and
+# The inputs, made once on x86 and copied to the guest: dataset images (one per class) and
 # 640x480 camera-like frames as PNG (lossless), and an .mp4 of camera-like garments.
 INPUTS_CODE = """
 import sys
@@ -94,7 +96,7 @@ from camera_demo.sources import SAMPLES
 from runtime import camera_sim
 out = Path(sys.argv[1])
 samples = np.load(SAMPLES)
-for c in range(10):
+for c in np.unique(samples["labels"]):
     i = int(np.flatnonzero(samples["labels"] == c)[0])
     cv2.imwrite(str(out / f"class{c}.png"), samples["images"][i])
 rng = np.random.default_rng(5)
@@ -501,8 +503,7 @@ def check(args: argparse.Namespace) -> dict:
     report["estimate"] = estimate()
     report["timings_s"] = timings
     report["ok"] = report["tests"]["ok"] and all(p["ok"] for p in report["probes"].values())
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.report, report)
     print_table(report, args.report)
     return report
 

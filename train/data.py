@@ -15,7 +15,6 @@ import logging
 import os
 import struct
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.contract import Contract
+from runtime.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -171,21 +171,17 @@ def download(directory: Path = DOWNLOAD_CACHE, mirror: str = MIRROR) -> Path:
         if target.is_file():
             continue
         url = f"{mirror}{spec.name}.gz"
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".part")
-        try:
-            with urllib.request.urlopen(url, timeout=30) as response, os.fdopen(fd, "wb") as out:
+        try:  # never keep a file that fails verification
+            with atomic_path(target, lambda tmp, spec=spec: read_verified(tmp, spec)) as tmp, \
+                    urllib.request.urlopen(url, timeout=30) as response, open(tmp, "wb") as out:
                 total = int(response.headers.get("Content-Length") or 0) or None
                 with tqdm(total=total, unit="B", unit_scale=True, desc=spec.name) as bar:
                     while chunk := response.read(1 << 16):
                         out.write(chunk)
                         bar.update(len(chunk))
-            read_verified(Path(tmp), spec)  # never keep a file that fails verification
-            os.replace(tmp, target)
         except (urllib.error.URLError, OSError) as e:
             raise DataError(f"cannot download {url} ({e}); this machine may have no internet "
                             f"access: {HOW_TO_FIX}") from e
-        finally:
-            Path(tmp).unlink(missing_ok=True)
     return directory
 
 

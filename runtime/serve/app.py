@@ -3,15 +3,27 @@
 FastAPI because the API is documented by its own OpenAPI schema at /docs (served without a
 CDN by fastapi-offline); the handlers read raw bodies and return ready JSON responses, so
 pydantic never sits in the hot path.
+
+The pieces, in the order a request meets them:
+
+- ``make_app(config)``: loads the model into a ``Service`` and assembles the app with
+  ``add_routes`` and ``add_middleware``.
+- ``add_middleware``: Prometheus counting and timing of every request, CORS when asked for.
+- ``add_routes``: /v1 (behind ``authorize`` when a token is set), /healthz, /metrics, the page.
+- the route handlers (``classify``, ``classify_batch``, ``model_metadata``): parse the query
+  (``parse_top_k``, ``parse_roi``), read the upload (``read_images``), call the service,
+  return JSON.
+- ``Service``: the model, its contract and the limits; decodes for the model, classifies
+  and shapes the answer. No routing in it: a test can call it directly.
 """
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
 import os
-import re
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
@@ -20,7 +32,7 @@ from time import perf_counter
 from typing import Annotated, Any, TypeVar
 
 import anyio
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
@@ -30,6 +42,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect
 
 from runtime.predictor import Prediction, Predictor
+from runtime.roi import Roi
 from runtime.serve import metrics
 from runtime.serve.images import BadImage, Decoded, decode
 
@@ -37,7 +50,8 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 CONFIG_ENV = "FASHION_EDGE_SERVE_CONFIG"
 INLINE_BYTES = 256 * 1024  # bodies above this are decoded in a thread, so the event loop keeps serving
-ROI_PATTERN = r"^\d{1,6},\d{1,6},\d{1,6},\d{1,6}$"
+ROI_PATTERN = r"^\d{1,6},\d{1,6},\d{1,6},\d{1,6}$"  # documents the roi parameter; Roi.parse checks it
+DEFAULT_TOP_K = 3  # or every label, for a model with fewer
 T = TypeVar("T")
 BEARER = HTTPBearer(auto_error=False, description="required when the server was started with --token")
 
@@ -63,10 +77,228 @@ class ServeConfig:
         return cls(**values)
 
 
-def app_from_env():
-    """uvicorn's factory in every worker process: the config comes from the parent's environment."""
-    return create_app(ServeConfig.from_env())
+# --- the service: the model and what is done with an upload, without HTTP routing ----------------
 
+class Service:
+    """One worker's model (a Predictor, its contract and a lock) and the server's limits.
+
+    Methods raise HTTPException with the 4xx to answer for a bad upload; everything else is
+    plain Python, so tests can call ``classify_bytes`` and friends without a client.
+    """
+
+    def __init__(self, config: ServeConfig, predictor: Predictor | None = None):
+        self.config = config
+        self.predictor = predictor or Predictor(config.model, num_threads=config.threads, spin=False)
+        # one interpreter per worker: a thread-pool decode must not share it mid-call
+        self.lock = threading.Lock()
+        self.info = self.predictor.info
+        self.contract = self.predictor.contract
+        self.max_top_k = len(self.contract.labels)
+        self.default_top_k = min(DEFAULT_TOP_K, self.max_top_k)
+        self.model = {"file": self.predictor.model_path.name, "version": self.info.version}
+
+    def metadata(self) -> dict:
+        """GET /v1/model: the embedded metadata as it is, the file name, and the contract in one
+        normalised shape whatever the metadata's format_version (what the web page reads)."""
+        c = self.contract
+        contract = {"labels": list(c.labels),
+                    "input": {"height": c.height, "width": c.width, "channels": c.channels,
+                              "range": list(c.value_range)},
+                    "preprocessing": {"kind": c.preprocessing}}
+        return {"file": self.model["file"], **self.info.raw, "contract": contract}
+
+    def decode(self, data: bytes, prefix: str = "") -> Decoded:
+        """Image bytes -> the pixels the model's contract takes (gray or BGR); 4xx when unusable."""
+        try:
+            return decode(data, self.config.max_pixels, self.contract.channels)
+        except BadImage as e:
+            raise HTTPException(e.status, prefix + str(e)) from None
+
+    def classify_bytes(self, data: bytes, top_k: int, roi: Roi | None, started: float) -> dict:
+        """One uploaded image -> the answer of POST /v1/classify (``roi`` in the upload's pixels)."""
+        decoded = self.decode(data)
+        try:
+            region = decoded_region(roi, decoded)
+            with self.lock:
+                prediction = self.predictor.predict(decoded.pixels, region)
+        except ValueError as e:  # a roi outside the image
+            raise HTTPException(422, str(e)) from None
+        return self.answer(prediction, decoded, top_k, started)
+
+    def classify_batch(self, images: list[bytes], top_k: int, started: float) -> dict:
+        """Several uploaded images, one inference call -> the answer of POST /v1/classify/batch."""
+        decoded = [self.decode(data, f"image {i + 1}: ") for i, data in enumerate(images)]
+        try:
+            with self.lock:
+                predictions = self.predictor.predict_batch([d.pixels for d in decoded])
+        except ValueError as e:
+            raise HTTPException(422, str(e)) from None
+        results = [self.answer(p, d, top_k, started) for p, d in zip(predictions, decoded)]
+        return {"results": results, "model": self.model, "latency_ms": elapsed_ms(started)}
+
+    def answer(self, prediction: Prediction, decoded: Decoded, top_k: int, started: float) -> dict:
+        """One image's JSON answer; the box back in the uploaded image's pixels."""
+        box = prediction.box
+        if box is not None and decoded.scale != 1:
+            box = tuple(round(v / decoded.scale) for v in box)
+        metrics.PREDICTIONS.labels(prediction.label).inc()
+        return {"label": prediction.label, "index": prediction.index, "confidence": round(prediction.confidence, 6),
+                "top_k": [{"label": label, "confidence": round(p, 6)} for label, p in prediction.top_k(top_k)],
+                "object_found": prediction.object_found, "box": box, "model": self.model,
+                "latency_ms": elapsed_ms(started)}
+
+
+def decoded_region(roi: Roi | None, decoded: Decoded) -> Roi | None:
+    """A roi in the uploaded image's pixels -> the same region in the decoded pixels.
+
+    Checked against the upload's own size (so the message speaks in the user's pixels), then
+    scaled; clipped, so rounding at a downscaled JPEG's edge cannot push it out."""
+    if roi is None:
+        return None
+    height, width = decoded.pixels.shape[:2]
+    return roi.check_inside(*decoded.size).scaled(decoded.scale).clipped(width, height)
+
+
+def elapsed_ms(started: float) -> float:
+    return round((perf_counter() - started) * 1000, 3)
+
+
+# --- the app ---------------------------------------------------------------------------------------
+
+def make_app(config: ServeConfig) -> FastAPIOffline:
+    """The whole ASGI app for ``config``: the model loaded once, routes, middleware."""
+    service = Service(config)
+    metrics.MODEL.labels(service.model["file"], service.model["version"]).set(1)
+    c = service.contract
+    app = FastAPIOffline(
+        title="fashion-edge", version=service.info.version,
+        description=f"Classify photos and camera frames with the server's model ({len(c.labels)} labels, "
+                    f"{c.width}x{c.height} {c.color} input). Send image bytes (PNG, JPEG, BMP, WebP) with an "
+                    "image/* content type, or a multipart form with an `image` field.")
+    app.state.service = service
+    add_routes(app, service)
+    app.add_exception_handler(Exception, unexpected)
+    add_middleware(app, config)
+    return app
+
+
+create_app = make_app  # the name the package has always exported
+
+
+def app_from_env() -> FastAPIOffline:
+    """uvicorn's factory in every worker process: the config comes from the parent's environment."""
+    return make_app(ServeConfig.from_env())
+
+
+def add_routes(app: FastAPI, service: Service) -> None:
+    # Without a token there is no dependency to solve at all on the hot path.
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorize)] if service.config.token else [],
+                   responses=ERRORS)
+    top_k = top_k_parameter(service.max_top_k, service.default_top_k)
+    v1.add_api_route("/classify", classify, methods=["POST"], summary="Classify one image",
+                     openapi_extra={**IMAGE_BODY, "parameters": [top_k, ROI_PARAMETER]})
+    v1.add_api_route("/classify/batch", classify_batch, methods=["POST"],
+                     summary="Classify several images in one inference call",
+                     openapi_extra={**BATCH_BODY, "parameters": [top_k]})
+    v1.add_api_route("/model", model_metadata, methods=["GET"], summary="The model's embedded metadata")
+    app.include_router(v1)
+    app.add_api_route("/healthz", healthz, methods=["GET"], summary="Liveness: the model is loaded")
+    app.add_api_route("/metrics", prometheus_metrics, methods=["GET"], response_class=Response,
+                      summary="Prometheus metrics of every worker")
+    app.add_api_route("/", index, methods=["GET"], include_in_schema=False)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+
+def add_middleware(app: FastAPI, config: ServeConfig) -> None:
+    """After the routes: the metrics label requests by the routes the app knows."""
+    known = set(app.openapi()["paths"]) | {"/", "/docs", "/redoc", "/openapi.json"}
+    app.add_middleware(metrics.MetricsMiddleware, routes=known)
+    if config.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+
+
+# --- route handlers: parse, call the service, return JSON -------------------------------------------
+
+async def classify(request: Request) -> JSONResponse:
+    """One image as the body (image/png, image/jpeg, image/bmp, image/webp) or as the multipart field `image`.
+
+    `object_found` is false when nothing stood out from the background; `box` is the object's
+    x, y, w, h in the uploaded image."""
+    service: Service = request.app.state.service
+    top_k, roi = parse_top_k(request, service), parse_roi(request)
+    images = await read_images(request, service.config, batch=False)
+    work = functools.partial(service.classify_bytes, images[0], top_k, roi, perf_counter())
+    return JSONResponse(await off_loop_if_large(len(images[0]), work))
+
+
+async def classify_batch(request: Request) -> JSONResponse:
+    """A multipart form with several `image` fields (up to the server's --max-batch); answers in order."""
+    service: Service = request.app.state.service
+    top_k = parse_top_k(request, service)
+    images = await read_images(request, service.config, batch=True)
+    work = functools.partial(service.classify_batch, images, top_k, perf_counter())
+    return JSONResponse(await off_loop_if_large(sum(map(len, images)), work))
+
+
+async def model_metadata(request: Request) -> JSONResponse:
+    """Labels, input shape and range, preprocessing, quantization, version and the training run's test accuracy
+    as embedded in the model, plus `contract`: labels, input size, channels, range and preprocessing kind in
+    one shape for every metadata version."""
+    return JSONResponse(request.app.state.service.metadata())
+
+
+async def healthz(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok", "model": request.app.state.service.model})
+
+
+async def prometheus_metrics() -> Response:
+    return Response(metrics.exposition(), media_type=metrics.CONTENT_TYPE)
+
+
+async def index() -> FileResponse:
+    return FileResponse(STATIC / "index.html")
+
+
+async def authorize(request: Request,
+                    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
+    given = credentials.credentials.encode() if credentials else b""
+    if not hmac.compare_digest(given, request.app.state.service.config.token.encode()):
+        raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+
+async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return JSONResponse({"detail": "internal error (logged on the server)"}, status_code=500)
+
+
+async def off_loop_if_large(size: int, work: Callable[[], T]) -> T:
+    # Small images take well under a millisecond: a thread hop would cost more than it saves.
+    return work() if size <= INLINE_BYTES else await anyio.to_thread.run_sync(work)
+
+
+# Query parameters are parsed by hand, not by FastAPI's dependency machinery: it cost more
+# than decoding and classifying a 28x28 PNG together.
+def parse_top_k(request: Request, service: Service) -> int:
+    raw = request.query_params.get("top_k")
+    if raw is None:
+        return service.default_top_k
+    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= service.max_top_k):
+        raise HTTPException(422, f"top_k must be an integer from 1 to {service.max_top_k}, not {raw!r}")
+    return int(raw)
+
+
+def parse_roi(request: Request) -> Roi | None:
+    raw = request.query_params.get("roi")
+    if raw is None:
+        return None
+    try:
+        return Roi.parse(raw)
+    except ValueError as e:
+        raise HTTPException(422, str(e)) from None
+
+
+# --- the OpenAPI description -----------------------------------------------------------------------
 
 IMAGE_BODY = {"requestBody": {"required": True, "content": {
     **{f"image/{kind}": {"schema": {"type": "string", "format": "binary"}} for kind in ("png", "jpeg", "bmp", "webp")},
@@ -84,168 +316,16 @@ ERRORS: dict[int | str, dict[str, Any]] = {
                        (413, "body larger than the byte limit, or image larger than the pixel limit"),
                        (415, "not an image/* or multipart/form-data body, or not a PNG, JPEG, BMP or WebP"),
                        (422, "malformed top_k or roi, or a roi outside the image")]}
-
-
-def create_app(config: ServeConfig) -> FastAPIOffline:
-    predictor = Predictor(config.model, num_threads=config.threads, spin=False)
-    predict_lock = threading.Lock()  # one interpreter per worker: a thread-pool decode must not share it mid-call
-    info = predictor.info
-    model = {"file": predictor.model_path.name, "version": info.version}
-    metrics.MODEL.labels(model["file"], model["version"]).set(1)
-
-    app = FastAPIOffline(
-        title="fashion-edge", version=info.version,
-        description="Classify garment photos and camera frames with an int8 Fashion-MNIST model. "
-                    "Send image bytes (PNG, JPEG, BMP, WebP) with an image/* content type, or a multipart "
-                    "form with an `image` field.")
-
-    async def authorize(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
-        given = credentials.credentials.encode() if credentials else b""
-        if not hmac.compare_digest(given, config.token.encode()):
-            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
-
-    # Without a token there is no dependency to solve at all on the hot path.
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorize)] if config.token else [], responses=ERRORS)
-    max_top_k = len(info.labels)
-
-    async def off_loop_if_large(size: int, work: Callable[[], T]) -> T:
-        # Small images take well under a millisecond: a thread hop would cost more than it saves.
-        return work() if size <= INLINE_BYTES else await anyio.to_thread.run_sync(work)
-
-    def answer(prediction: Prediction, decoded: Decoded, top_k: int, started: float) -> dict:
-        box = prediction.box
-        if box is not None and decoded.scale != 1:
-            box = tuple(round(v / decoded.scale) for v in box)
-        metrics.PREDICTIONS.labels(prediction.label).inc()
-        return {"label": prediction.label, "index": prediction.index, "confidence": round(prediction.confidence, 6),
-                "top_k": [{"label": label, "confidence": round(p, 6)} for label, p in prediction.top_k(top_k)],
-                "object_found": prediction.object_found, "box": box, "model": model,
-                "latency_ms": round((perf_counter() - started) * 1000, 3)}
-
-    @v1.post("/classify", summary="Classify one image",
-             openapi_extra={**IMAGE_BODY, "parameters": [top_k_parameter(max_top_k), ROI_PARAMETER]})
-    async def classify(request: Request):
-        """One image as the body (image/png, image/jpeg, image/bmp, image/webp) or as the multipart field `image`.
-
-        `object_found` is false when nothing stood out from the background; `box` is the object's
-        x, y, w, h in the uploaded image."""
-        top_k, roi = parse_top_k(request, max_top_k), parse_roi(request)
-        images = await read_images(request, config, batch=False)
-        started = perf_counter()
-
-        def work() -> dict:
-            decoded = decode_or_4xx(images[0], config.max_pixels)
-            region = scaled_roi(roi, decoded.scale)
-            with predict_lock:
-                try:
-                    prediction = predictor.predict(decoded.gray, region)
-                except ValueError as e:  # e.g. a roi outside the image
-                    raise HTTPException(422, str(e)) from None
-            return answer(prediction, decoded, top_k, started)
-
-        return JSONResponse(await off_loop_if_large(len(images[0]), work))
-
-    @v1.post("/classify/batch", summary="Classify several images in one inference call",
-             openapi_extra={**BATCH_BODY, "parameters": [top_k_parameter(max_top_k)]})
-    async def classify_batch(request: Request):
-        """A multipart form with several `image` fields (up to the server's --max-batch); answers in order."""
-        top_k = parse_top_k(request, max_top_k)
-        images = await read_images(request, config, batch=True)
-        started = perf_counter()
-
-        def work() -> dict:
-            decoded = [decode_or_4xx(data, config.max_pixels, f"image {i + 1}: ") for i, data in enumerate(images)]
-            with predict_lock:
-                try:
-                    predictions = predictor.predict_batch([d.gray for d in decoded])
-                except ValueError as e:
-                    raise HTTPException(422, str(e)) from None
-            results = [answer(p, d, top_k, started) for p, d in zip(predictions, decoded)]
-            return {"results": results, "model": model, "latency_ms": round((perf_counter() - started) * 1000, 3)}
-
-        return JSONResponse(await off_loop_if_large(sum(map(len, images)), work))
-
-    @v1.get("/model", summary="The model's embedded metadata")
-    async def model_metadata():
-        """Labels, input shape and range, quantization, version and the training run's test accuracy."""
-        return {"file": predictor.model_path.name, **info.raw}
-
-    app.include_router(v1)
-
-    @app.get("/healthz", summary="Liveness: the model is loaded")
-    async def healthz():
-        return {"status": "ok", "model": model}
-
-    @app.get("/metrics", summary="Prometheus metrics of every worker", response_class=Response)
-    async def prometheus_metrics():
-        return Response(metrics.exposition(), media_type=metrics.CONTENT_TYPE)
-
-    @app.get("/", include_in_schema=False)
-    async def index():
-        return FileResponse(STATIC / "index.html")
-
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception):
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": "internal error (logged on the server)"}, status_code=500)
-
-    known = set(app.openapi()["paths"]) | {"/", "/docs", "/redoc", "/openapi.json"}
-    app.add_middleware(metrics.MetricsMiddleware, routes=known)
-    if config.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type"])
-    return app
-
-
-def decode_or_4xx(data: bytes, max_pixels: int, prefix: str = "") -> Decoded:
-    try:
-        return decode(data, max_pixels)
-    except BadImage as e:
-        raise HTTPException(e.status, prefix + str(e)) from None
-
-
-def top_k_parameter(max_top_k: int) -> dict:
-    return {"name": "top_k", "in": "query", "description": "how many labels to return",
-            "schema": {"type": "integer", "minimum": 1, "maximum": max_top_k, "default": 3}}
-
-
 ROI_PARAMETER = {"name": "roi", "in": "query", "description": "x,y,w,h: where to look, in the image's pixels",
                  "schema": {"type": "string", "pattern": ROI_PATTERN}}
 
 
-# Query parameters are parsed by hand, not by FastAPI's dependency machinery: it cost more
-# than decoding and classifying a 28x28 PNG together.
-def parse_top_k(request: Request, max_top_k: int) -> int:
-    raw = request.query_params.get("top_k")
-    if raw is None:
-        return 3
-    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= max_top_k):
-        raise HTTPException(422, f"top_k must be an integer from 1 to {max_top_k}, not {raw!r}")
-    return int(raw)
+def top_k_parameter(max_top_k: int, default: int) -> dict:
+    return {"name": "top_k", "in": "query", "description": "how many labels to return (at most the model's labels)",
+            "schema": {"type": "integer", "minimum": 1, "maximum": max_top_k, "default": default}}
 
 
-def parse_roi(request: Request) -> tuple[int, int, int, int] | None:
-    raw = request.query_params.get("roi")
-    if raw is None:
-        return None
-    if not re.fullmatch(ROI_PATTERN, raw):
-        raise HTTPException(422, f"roi must be x,y,w,h in pixels (four non-negative integers), not {raw!r}")
-    x, y, w, h = (int(v) for v in raw.split(","))
-    if w == 0 or h == 0:
-        raise HTTPException(422, f"roi {raw!r} is empty: width and height must be at least 1")
-    return x, y, w, h
-
-
-def scaled_roi(roi: tuple[int, int, int, int] | None, scale: float) -> tuple[int, int, int, int] | None:
-    if roi is None:
-        return None
-    x, y, w, h = roi
-    if scale == 1:
-        return x, y, w, h
-    return round(x * scale), round(y * scale), max(1, round(w * scale)), max(1, round(h * scale))
-
+# --- reading the upload ----------------------------------------------------------------------------
 
 async def read_images(request: Request, config: ServeConfig, batch: bool) -> list[bytes]:
     """The uploaded image bytes: the body itself (image/*) or the multipart `image` fields."""

@@ -1,9 +1,11 @@
 "use strict";
 // Live garment classification: the camera's guide-box region goes to POST /v1/classify a few
-// times a second; without a camera, a picked or dropped image goes there instead.
+// times a second; without a camera, a picked or dropped image goes there instead. What the
+// model takes (its labels, input size) comes from GET /v1/model's `contract`.
 
 const GUIDE = 0.8;            // guide box: a centred square, 80% of the short side (as the camera demo)
-const SEND_SIDE = 224;        // the box is sent at most this wide: plenty for a 28x28 model, small to upload
+const SEND_SIDE = 224;        // the box is sent at most this wide (or the model's input size, if larger)
+const MAX_BARS = 3;           // labels shown with their bars (fewer when the model has fewer)
 const MIN_INTERVAL_MS = 200;  // at most five requests a second
 const TOKEN_KEY = "fashion-edge-token";
 
@@ -14,6 +16,8 @@ let token = localStorage.getItem(TOKEN_KEY) || "";
 let live = false;          // classifying camera frames
 let lastBox = null;        // the last found object, in video pixels
 let answeredAt = [];       // times of the last answers, for the frame rate
+let contract = null;       // GET /v1/model's contract: labels, input {height, width, channels, range}
+let contractLoading = null;
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const setStatus = (text) => { $("status").textContent = text; };
@@ -37,9 +41,26 @@ async function api(path, options = {}) {
   return body;
 }
 
+// The model's contract, fetched once (again after a failure, e.g. before the token is given).
+async function modelContract() {
+  if (contract) return contract;
+  contractLoading = contractLoading || showModel().finally(() => { contractLoading = null; });
+  await contractLoading;
+  return contract;
+}
+
+// How wide the guide box is sent: its own size, but at least the model's input size and at
+// most SEND_SIDE (or the input size, when that is larger).
+function sendSide(boxSide, input) {
+  const inputSide = Math.max(input.width, input.height);
+  return Math.min(Math.max(boxSide, inputSide), Math.max(SEND_SIDE, inputSide));
+}
+
 async function classify(blob) {
+  const model = await modelContract();
   const started = performance.now();
-  const answer = await api("/v1/classify?top_k=3", {
+  const bars = Math.min(MAX_BARS, model.labels.length);
+  const answer = await api(`/v1/classify?top_k=${bars}`, {
     method: "POST", headers: { "Content-Type": blob.type }, body: blob,
   });
   answer.rttMs = performance.now() - started;
@@ -48,7 +69,7 @@ async function classify(blob) {
 
 function render(answer) {
   const label = $("label");
-  label.textContent = answer.object_found ? answer.label : "no garment in the box";
+  label.textContent = answer.object_found ? answer.label : "nothing found in the box";
   label.dataset.label = answer.object_found ? answer.label : "";
   label.classList.toggle("unsure", !answer.object_found || answer.confidence < 0.5);
   $("results").replaceChildren(...answer.top_k.map(({ label: name, confidence }) => {
@@ -71,9 +92,10 @@ function render(answer) {
   setStatus("");
 }
 
-function grabGuideBox() {
+async function grabGuideBox() {
+  const model = await modelContract();
   const box = guideBox(video.videoWidth, video.videoHeight);
-  const side = Math.min(SEND_SIDE, box.w);
+  const side = sendSide(box.w, model.input);
   grab.width = grab.height = side;
   grab.getContext("2d").drawImage(video, box.x, box.y, box.w, box.h, 0, 0, side, side);
   return new Promise((resolve, reject) => grab.toBlob(
@@ -175,12 +197,21 @@ async function classifyFile(file) {
   }
 }
 
+// GET /v1/model: keeps the contract and shows the model in the header; throws on failure
+// (a 401 opens the token form).
 async function showModel() {
+  const model = await api("/v1/model");
+  contract = model.contract;
+  const input = contract.input;
+  const accuracy = model.training && model.training.test_accuracy;
+  $("model").textContent = `model ${model.model_version || model.file} · ${contract.labels.length} labels, ` +
+    `${input.width}×${input.height} ${input.channels === 1 ? "gray" : "colour"}` +
+    (accuracy ? ` · ${(accuracy * 100).toFixed(2)}% test accuracy` : "");
+}
+
+async function loadModel() {
   try {
-    const model = await api("/v1/model");
-    const accuracy = model.training && model.training.test_accuracy;
-    $("model").textContent = `model ${model.model_version}` +
-      (accuracy ? ` · ${(accuracy * 100).toFixed(2)}% on the Fashion-MNIST test set` : "");
+    await modelContract();
   } catch (error) {
     setStatus(error.message);
   }
@@ -203,9 +234,9 @@ $("token-form").addEventListener("submit", (event) => {
   localStorage.setItem(TOKEN_KEY, token);
   $("token-form").hidden = true;
   setStatus("");
-  showModel();
+  loadModel();
 });
 
-showModel();
+loadModel();
 startCamera();
 requestAnimationFrame(drawOverlay);
