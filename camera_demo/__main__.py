@@ -10,25 +10,37 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
+from camera_demo.capture import CaptureThread
+from camera_demo.overlay import FpsMeter, draw_overlay, guide_box
+from camera_demo.sources import Source, SourceError, open_source
+from camera_demo.video import video_writer
+from runtime import ModelError, Prediction, Predictor, Roi
+
 EXIT_OK, EXIT_NO_SOURCE, EXIT_LOST, EXIT_INTERRUPTED = 0, 2, 3, 130
+EXIT_CODES = {"lost": EXIT_LOST, "no-display": EXIT_NO_SOURCE, "interrupted": EXIT_INTERRUPTED}
+WINDOW = "fashion-edge camera demo"
+RECORD_FPS = 30.0
+KEYS = {ord("q"): "quit", 27: "quit", ord("s"): "screenshot", ord(" "): "pause"}  # 27: Esc
 
 
-def parse_roi(text: str) -> tuple[int, int, int, int]:
+# --- the command line ---------------------------------------------------------------------
+
+def roi_arg(text: str) -> Roi:
+    """``--roi x,y,w,h`` as a ``Roi``; argparse reports a malformed one as a usage error."""
     try:
-        x, y, w, h = (int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--roi wants x,y,w,h in pixels, got {text!r}") from None
-    if w < 1 or h < 1 or x < 0 or y < 0:
-        raise argparse.ArgumentTypeError(f"--roi {text}: needs x, y >= 0 and w, h >= 1")
-    return x, y, w, h
+        return Roi.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -40,10 +52,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--threads", type=int, default=1, help="inference threads")
-    p.add_argument("--roi", type=parse_roi, default=None,
+    p.add_argument("--roi", type=roi_arg, default=None,
                    help="x,y,w,h where to look (default: the centred guide box for a live camera, "
                         "the whole frame for files)")
-    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--top-k", type=int, default=3,
+                   help="labels listed in the window (at most as many as the model has)")
     p.add_argument("--headless", action="store_true", help="no window; one JSON line per frame")
     p.add_argument("--max-frames", type=int, default=None)
     p.add_argument("--record", type=Path, default=None, help="write the annotated video (.mp4)")
@@ -52,146 +65,215 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--reconnect", type=float, default=5.0,
                    help="seconds to wait for a vanished camera to come back")
     args = p.parse_args(argv)
-    if not 1 <= args.top_k <= 10:
-        p.error("--top-k must be between 1 and 10")
+    if args.top_k < 1:
+        p.error("--top-k must be at least 1")
     if args.width < 32 or args.height < 32:
         p.error("--width and --height must be at least 32")
     return args
 
 
-class Recorder:
-    """Annotated frames to an .mp4, written under a temporary name and renamed when closed."""
+# --- the steps of one frame ------------------------------------------------------------------
 
-    def __init__(self, path: Path, fps: float, size: tuple[int, int]):
-        import cv2
+def frame_roi(requested: Roi | None, source: Source, width: int, height: int) -> Roi | None:
+    """Where to look in a ``width`` x ``height`` frame: ``--roi`` clipped to the frame, else the
+    guide box of a live camera, else (a recorded source) the whole frame (None)."""
+    if requested is not None:
+        return requested.clipped(width, height)
+    # the guide box is where a person holds the garment up to a live camera; recorded
+    # sources are framed by whoever made them, so they are searched whole
+    return guide_box(width, height) if source.live else None
 
-        self.path, self.tmp = path, path.with_name(f".{path.stem}.partial{path.suffix}")
-        self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-        if not self.writer.isOpened():
-            raise OSError(f"cannot write video {path}")
 
-    def write(self, frame: np.ndarray) -> None:
-        self.writer.write(frame)
+def shown_top_k(requested: int, labels: tuple[str, ...]) -> int:
+    """How many labels the overlay lists: ``--top-k``, capped at the model's labels."""
+    return min(requested, len(labels))
 
-    def close(self) -> None:
-        self.writer.release()
-        os.replace(self.tmp, self.path)
+
+def classify(predictor: Predictor, frame: np.ndarray, roi: Roi | None) -> tuple[Prediction, float]:
+    """The prediction for ``frame`` and how long inference took, in milliseconds."""
+    t0 = time.perf_counter()
+    prediction = predictor.predict(frame, roi=roi)
+    return prediction, (time.perf_counter() - t0) * 1e3
+
+
+def frame_record(frame: int, elapsed_s: float, prediction: Prediction, latency_ms: float,
+                 infer_ms: float) -> dict:
+    """The JSON line of one frame (``--headless`` or ``--json``)."""
+    return {"frame": frame, "t": round(elapsed_s, 4), "label": prediction.label,
+            "index": prediction.index, "confidence": round(prediction.confidence, 4),
+            "object_found": prediction.object_found, "latency_ms": round(latency_ms, 3),
+            "infer_ms": round(infer_ms, 3)}
+
+
+def emit_json_line(record: dict, flush: bool = False) -> None:
+    """One JSON object per line on stdout (frames buffered; the summary flushes)."""
+    print(json.dumps(record), flush=flush)
+
+
+def handle_key(key: int) -> str | None:
+    """A key pressed in the window (``cv2.waitKey`` & 0xFF): "quit", "screenshot", "pause" or None."""
+    return KEYS.get(key)
+
+
+def save_screenshot(frame: np.ndarray, folder: Path, number: int) -> Path:
+    shot = folder / f"camera_demo_{time.strftime('%Y%m%d_%H%M%S')}_{number}.png"
+    cv2.imwrite(str(shot), frame)
+    print(f"saved {shot}", file=sys.stderr)
+    return shot
+
+
+# --- the loop --------------------------------------------------------------------------------
+
+class StopFlag:
+    """Ctrl-C and SIGTERM end the loop between frames, so no output line is cut in half."""
+
+    def __init__(self):
+        self.signal: str | None = None  # the name of the signal that asked to stop
+
+    def set(self, number: int, _frame: object = None) -> None:
+        self.signal = signal.Signals(number).name
+
+    def install(self, signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)) -> StopFlag:
+        for sig in signals:
+            signal.signal(sig, self.set)
+        return self
+
+
+@dataclass
+class Demo:
+    """One run of the demo: what it reads with, and what it carries from frame to frame."""
+    args: argparse.Namespace
+    predictor: Predictor
+    source: Source
+    resources: ExitStack  # closes the recording (renamed, or removed on an error) at the end
+    started: float = field(default_factory=time.perf_counter)
+    frames: int = 0
+    latencies: list[float] = field(default_factory=list)
+    paused: bool = False
+    prediction: Prediction | None = None
+    infer_ms: float = 0.0
+    recorder: cv2.VideoWriter | None = None
+    fps: FpsMeter = field(default_factory=FpsMeter)
+
+    def __post_init__(self):
+        self.top_k = shown_top_k(self.args.top_k, self.predictor.contract.labels)
+        self.emit = self.args.headless or self.args.json
+        self.window = None if self.args.headless else WINDOW
+
+    def loop(self, capture: CaptureThread, stop: StopFlag) -> str:
+        """Take frames until something stops the demo; the reason."""
+        try:
+            while self.args.max_frames is None or self.frames < self.args.max_frames:
+                if stop.signal:
+                    return "interrupted"
+                item = capture.take(timeout=0.5)
+                if item is None:
+                    if capture.ended:
+                        return "lost" if capture.lost else "ended"
+                    continue
+                reason = self.on_frame(*item)
+                if reason:
+                    return reason
+            return "max-frames"
+        except KeyboardInterrupt:
+            return "interrupted"
+
+    def on_frame(self, frame: np.ndarray, stamp: float) -> str | None:
+        """Classify, draw, record, log and show one frame; a reason to stop, if any."""
+        height, width = frame.shape[:2]
+        roi = frame_roi(self.args.roi, self.source, width, height)
+        if not self.paused:
+            self.prediction, self.infer_ms = classify(self.predictor, frame, roi)
+        draw_overlay(frame, self.prediction, roi, self.fps.tick(), self.infer_ms, self.top_k)
+        latency_ms = (time.perf_counter() - stamp) * 1e3
+        self.latencies.append(latency_ms)
+        self.frames += 1
+        self.record(frame)
+        if self.emit:
+            emit_json_line(frame_record(self.frames, time.perf_counter() - self.started,
+                                        self.prediction, latency_ms, self.infer_ms))
+        return self.show(frame) if self.window else None
+
+    def record(self, frame: np.ndarray) -> None:
+        """Append to ``--record``, opened at the first frame's size."""
+        if self.args.record is None:
+            return
+        if self.recorder is None:
+            height, width = frame.shape[:2]
+            self.recorder = self.resources.enter_context(
+                video_writer(self.args.record, RECORD_FPS, (width, height)))
+        self.recorder.write(frame)
+
+    def show(self, frame: np.ndarray) -> str | None:
+        """Show the frame and act on a key; "no-display" or "quit" stop the demo."""
+        try:
+            cv2.imshow(self.window, frame)
+        except cv2.error:
+            print("error: cannot open a window (no display?): use --headless", file=sys.stderr)
+            return "no-display"
+        action = handle_key(cv2.waitKey(1) & 0xFF)
+        if action == "screenshot":
+            save_screenshot(frame, self.args.screenshots, self.frames)
+        elif action == "pause":
+            self.paused = not self.paused
+        return "quit" if action == "quit" else None
+
+
+# --- the end ---------------------------------------------------------------------------------
+
+def summary(frames: int, elapsed_s: float, latencies: list[float], dropped: int, source: str,
+            model: Path, reason: str) -> dict:
+    """The last JSON line (``--headless``/``--json``), or the stderr line otherwise."""
+    return {"summary": True, "frames": frames, "fps": round(frames / elapsed_s, 1) if elapsed_s else 0.0,
+            "p95_latency_ms": round(float(np.percentile(latencies, 95)), 3) if latencies else None,
+            "median_latency_ms": round(float(np.median(latencies)), 3) if latencies else None,
+            "dropped": dropped, "source": source, "model": str(model), "reason": reason}
+
+
+def report(result: dict, emit: bool, reconnect_s: float) -> None:
+    """The summary as JSON or as a sentence, and why a lost camera ended the demo."""
+    if emit:
+        emit_json_line(result, flush=True)
+    else:
+        print(f"{result['frames']} frames at {result['fps']} FPS, p95 latency {result['p95_latency_ms']} ms "
+              f"({result['reason']})", file=sys.stderr)
+    if result["reason"] == "lost":
+        print(f"error: {result['source']} disappeared and did not come back within {reconnect_s:.0f} s; "
+              "check the cable or --source", file=sys.stderr)
+
+
+def exit_code(reason: str) -> int:
+    """0 ended/quit/max-frames, 2 no display, 3 the camera was lost, 130 interrupted."""
+    return EXIT_CODES.get(reason, EXIT_OK)
+
+
+# --- the whole run ---------------------------------------------------------------------------
+
+def open_inputs(args: argparse.Namespace) -> tuple[Predictor, Source] | None:
+    """The model and the frame source; None (after saying why on stderr) when either fails."""
+    try:
+        return Predictor(args.model, num_threads=args.threads), open_source(args.source, args.width, args.height)
+    except (ModelError, SourceError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None
 
 
 def run(args: argparse.Namespace) -> int:
-    import cv2
-
-    from camera_demo.capture import CaptureThread
-    from camera_demo.overlay import FpsMeter, draw_overlay, guide_box
-    from camera_demo.sources import SourceError, open_source
-    from runtime import ModelError, Predictor
-
-    try:
-        predictor = Predictor(args.model, num_threads=args.threads)
-        source = open_source(args.source, args.width, args.height)
-    except (ModelError, SourceError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    opened = open_inputs(args)
+    if opened is None:
         return EXIT_NO_SOURCE
-    emit = args.headless or args.json
-    window = None if args.headless else "fashion-edge camera demo"
-    # Ctrl-C and SIGTERM end the loop between frames, so no output line is cut in half
-    stop = {"signal": None}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda number, _frame: stop.update(signal=signal.Signals(number).name))
-    capture = CaptureThread(source, reconnect_s=args.reconnect).start()
-    fps_meter, latencies, recorder = FpsMeter(), [], None
-    frames, paused, reason, prediction, infer_ms = 0, False, "ended", None, 0.0
-    started = time.perf_counter()
-    try:
-        while args.max_frames is None or frames < args.max_frames:
-            if stop["signal"]:
-                reason = "interrupted"
-                break
-            item = capture.take(timeout=0.5)
-            if item is None:
-                if capture.ended:
-                    reason = "lost" if capture.lost else "ended"
-                    break
-                continue
-            frame, stamp = item
-            height, width = frame.shape[:2]
-            # the guide box is where a person holds the garment up to a live camera; recorded
-            # sources are framed by whoever made them, so they are searched whole
-            if args.roi:
-                roi = clip_roi(args.roi, width, height)
-            else:
-                roi = guide_box(width, height) if source.live else None
-            if not paused:
-                t0 = time.perf_counter()
-                prediction = predictor.predict(frame, roi=roi)
-                infer_ms = (time.perf_counter() - t0) * 1e3
-            draw_overlay(frame, prediction, roi, fps_meter.tick(), infer_ms, args.top_k)
-            latency_ms = (time.perf_counter() - stamp) * 1e3
-            latencies.append(latency_ms)
-            frames += 1
-            if args.record and recorder is None:
-                recorder = Recorder(args.record, 30.0, (width, height))
-            if recorder:
-                recorder.write(frame)
-            if emit:
-                print(json.dumps({"frame": frames, "t": round(time.perf_counter() - started, 4),
-                                  "label": prediction.label, "index": prediction.index,
-                                  "confidence": round(prediction.confidence, 4),
-                                  "object_found": prediction.object_found,
-                                  "latency_ms": round(latency_ms, 3), "infer_ms": round(infer_ms, 3)}),
-                      flush=False)
-            if window:
-                try:
-                    cv2.imshow(window, frame)
-                except cv2.error:
-                    print("error: cannot open a window (no display?): use --headless", file=sys.stderr)
-                    reason = "no-display"
-                    break
-                key = cv2.waitKey(1) & 0xFF
-                if key in (ord("q"), 27):
-                    reason = "quit"
-                    break
-                if key == ord("s"):
-                    shot = args.screenshots / f"camera_demo_{time.strftime('%Y%m%d_%H%M%S')}_{frames}.png"
-                    cv2.imwrite(str(shot), frame)
-                    print(f"saved {shot}", file=sys.stderr)
-                if key == ord(" "):
-                    paused = not paused
-        else:
-            reason = "max-frames"
-    except KeyboardInterrupt:
-        reason = "interrupted"
-    finally:
-        capture.stop()
-        if recorder:
-            recorder.close()
-        if window:
-            cv2.destroyAllWindows()
-    elapsed = time.perf_counter() - started
-    summary = {"summary": True, "frames": frames, "fps": round(frames / elapsed, 1) if elapsed else 0.0,
-               "p95_latency_ms": round(float(np.percentile(latencies, 95)), 3) if latencies else None,
-               "median_latency_ms": round(float(np.median(latencies)), 3) if latencies else None,
-               "dropped": capture.dropped, "source": source.name, "model": str(predictor.model_path),
-               "reason": reason}
-    if emit:
-        print(json.dumps(summary), flush=True)
-    else:
-        print(f"{frames} frames at {summary['fps']} FPS, p95 latency {summary['p95_latency_ms']} ms "
-              f"({reason})", file=sys.stderr)
-    if reason == "lost":
-        print(f"error: {source.name} disappeared and did not come back within {args.reconnect:.0f} s; "
-              "check the cable or --source", file=sys.stderr)
-        return EXIT_LOST
-    if reason == "no-display":
-        return EXIT_NO_SOURCE
-    return EXIT_INTERRUPTED if reason == "interrupted" else EXIT_OK
-
-
-def clip_roi(roi: tuple[int, int, int, int], width: int, height: int) -> tuple[int, int, int, int]:
-    """The requested box, clipped to the frame (frames may be smaller than asked)."""
-    x, y, w, h = roi
-    x, y = min(x, width - 1), min(y, height - 1)
-    return x, y, max(1, min(w, width - x)), max(1, min(h, height - y))
+    stop = StopFlag().install()
+    with ExitStack() as resources:  # unwound in reverse: the recording, the capture, the window
+        demo = Demo(args, *opened, resources)
+        if demo.window:
+            resources.callback(cv2.destroyAllWindows)
+        capture = CaptureThread(demo.source, reconnect_s=args.reconnect).start()
+        resources.callback(capture.stop)
+        reason = demo.loop(capture, stop)
+    result = summary(demo.frames, time.perf_counter() - demo.started, demo.latencies, capture.dropped,
+                     demo.source.name, demo.predictor.model_path, reason)
+    report(result, demo.emit, args.reconnect)
+    return exit_code(reason)
 
 
 def main(argv: list[str] | None = None) -> int:

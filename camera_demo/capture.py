@@ -26,7 +26,6 @@ class CaptureThread:
         self.condition = threading.Condition()
         self.frame: np.ndarray | None = None
         self.stamp = 0.0
-        self.sequence = 0
         self.dropped = 0
         self.ended = False
         self.lost = False  # a live device vanished and did not come back
@@ -62,7 +61,6 @@ class CaptureThread:
             elif self.frame is not None:
                 self.dropped += 1
             self.frame, self.stamp = frame, time.perf_counter()
-            self.sequence += 1
             self.condition.notify_all()
 
     def _reconnect(self) -> bool:

@@ -12,10 +12,10 @@ import json
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from camera_demo.sources import SAMPLES
+from camera_demo.video import video_writer
 from runtime import camera_sim
 
 
@@ -24,19 +24,15 @@ def make_video(path: Path, garments: int = 30, hold: int = 8, seed: int = 11,
     """Write the video; returns the true label of each garment, in order."""
     samples = np.load(SAMPLES)
     rng = np.random.default_rng(seed)
-    per_class = -(-garments // 10)
-    picks = np.concatenate([np.flatnonzero(samples["labels"] == c)[:per_class] for c in range(10)])
+    classes = np.unique(samples["labels"])
+    per_class = -(-garments // len(classes))
+    picks = np.concatenate([np.flatnonzero(samples["labels"] == c)[:per_class] for c in classes])
     picks = rng.permutation(picks)[:garments]
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-    if not writer.isOpened():
-        raise OSError(f"cannot write {path}")
-    for i in picks:
-        frame = camera_sim.render(samples["images"][i], rng, size=size)
-        for _ in range(hold):
-            writer.write(frame)
-    writer.release()
-    tmp.replace(path)
+    with video_writer(path, fps, size) as writer:
+        for i in picks:
+            frame = camera_sim.render(samples["images"][i], rng, size=size)
+            for _ in range(hold):
+                writer.write(frame)
     return samples["labels"][picks]
 
 

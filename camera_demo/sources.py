@@ -131,16 +131,10 @@ class SyntheticSource(Source):
     def __init__(self, width: int, height: int, hold: int = 15, seed: int = 0):
         from runtime import camera_sim
 
-        samples = np.load(SAMPLES)
-        self.images, self.labels = samples["images"], samples["labels"]
+        self.images = np.load(SAMPLES)["images"]
         self.render, self.size, self.hold = camera_sim.render, (width, height), hold
         self.rng = np.random.default_rng(seed)
         self.count, self.frame = 0, None
-
-    @property
-    def label(self) -> int:
-        """The true class of the garment in the latest frame."""
-        return int(self.labels[((self.count - 1) // self.hold) % len(self.images)])
 
     def read(self) -> np.ndarray | None:
         if self.count % self.hold == 0:

@@ -152,3 +152,198 @@ def test_window_under_xvfb_draws_the_overlay(video, tmp_path):
     panel = np.all(np.abs(screen.astype(int) - (30, 30, 30)) < 6, axis=2).sum()
     bars = np.all(np.abs(screen.astype(int) - (80, 200, 80)) < 30, axis=2).sum()
     assert amber > 500 and panel > 3000 and bars > 200, (amber, panel, bars)
+
+
+# --- the steps of the demo, one at a time ------------------------------------------------------
+
+def test_exit_codes_follow_the_reason():
+    from camera_demo.__main__ import exit_code
+
+    assert {reason: exit_code(reason) for reason in ("ended", "quit", "max-frames", "no-display", "lost",
+                                                    "interrupted")} == {
+        "ended": 0, "quit": 0, "max-frames": 0, "no-display": 2, "lost": 3, "interrupted": 130}
+
+
+def test_roi_flag_is_a_roi_and_a_bad_one_a_usage_error(capsys):
+    import argparse
+
+    from camera_demo.__main__ import parse_args, roi_arg
+    from runtime import Roi
+
+    assert parse_args(["--roi", "10,20,30,40"]).roi == Roi(10, 20, 30, 40)
+    for bad in ("1,2,3", "a,b,c,d", "-1,0,5,5", "0,0,0,5", "1,2,3,4,5"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            roi_arg(bad)
+        with pytest.raises(SystemExit) as exit_info:
+            parse_args([f"--roi={bad}"])
+        assert exit_info.value.code == 2 and "argument --roi: roi" in capsys.readouterr().err
+
+
+def test_top_k_must_be_positive_and_has_no_upper_literal(capsys):
+    from camera_demo.__main__ import parse_args, shown_top_k
+
+    assert parse_args([]).top_k == 3 and parse_args(["--top-k", "25"]).top_k == 25
+    with pytest.raises(SystemExit):
+        parse_args(["--top-k", "0"])
+    assert "--top-k must be at least 1" in capsys.readouterr().err
+    assert shown_top_k(3, ("a", "b")) == 2 and shown_top_k(25, tuple("abcdefghij")) == 10
+    assert shown_top_k(1, tuple("abcde")) == 1
+
+
+def test_frame_roi_clips_the_flag_or_uses_the_guide_box_of_a_live_camera():
+    from camera_demo.__main__ import frame_roi
+    from camera_demo.overlay import guide_box
+    from runtime import Roi
+
+    live, recorded = FlakyCamera(0, False), type("File", (), {"live": False})()
+    assert frame_roi(Roi(600, 400, 100, 100), recorded, 640, 480) == Roi(600, 400, 40, 80)
+    assert frame_roi(Roi(10, 10, 20, 20), live, 640, 480) == Roi(10, 10, 20, 20)
+    assert frame_roi(None, live, 640, 480) == guide_box(640, 480) == Roi(128, 48, 384, 384)
+    assert frame_roi(None, recorded, 640, 480) is None
+
+
+def test_keys_json_lines_and_the_summary(capsys):
+    from camera_demo.__main__ import emit_json_line, frame_record, handle_key, summary
+    from runtime import Prediction
+
+    assert [handle_key(k) for k in (ord("q"), 27, ord("s"), ord(" "), ord("x"), 255)] == [
+        "quit", "quit", "screenshot", "pause", None, None]
+    prediction = Prediction(1, "b", 0.654321, np.array([0.3, 0.654321, 0.045679]), ("a", "b", "c"))
+    emit_json_line(frame_record(7, 1.234567, prediction, 2.34567, 1.23456))
+    assert json.loads(capsys.readouterr().out) == {
+        "frame": 7, "t": 1.2346, "label": "b", "index": 1, "confidence": 0.6543, "object_found": True,
+        "latency_ms": 2.346, "infer_ms": 1.235}
+    report = summary(4, 2.0, [1.0, 2.0, 3.0, 4.0], 1, "cam", Path("m.onnx"), "lost")
+    assert report == {"summary": True, "frames": 4, "fps": 2.0, "p95_latency_ms": 3.85,
+                      "median_latency_ms": 2.5, "dropped": 1, "source": "cam", "model": "m.onnx",
+                      "reason": "lost"}
+    empty = summary(0, 0.0, [], 0, "cam", Path("m.onnx"), "ended")
+    assert empty["fps"] == 0.0 and empty["p95_latency_ms"] is None and empty["median_latency_ms"] is None
+
+
+def test_stop_flag_turns_sigterm_into_a_stop_between_frames():
+    from camera_demo.__main__ import StopFlag
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stop = StopFlag().install()
+        assert stop.signal is None
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # Python runs the handler at the next bytecode boundary of the main thread
+        assert stop.signal == "SIGTERM"
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+def panel_bottom(frame):
+    """The last row of the overlay's dark label panel (its right edge has no text or bars)."""
+    return int(np.flatnonzero(np.all(frame[:, 258] == (30, 30, 30), axis=1)).max())
+
+
+@pytest.mark.parametrize("labels, top_k, rows", [(("a", "b"), 3, 2), (tuple("abcdefghijkl"), 5, 5),
+                                                  (tuple("abcdefghijkl"), 12, 12)])
+def test_overlay_lists_the_shown_labels_for_any_number_of_labels(labels, top_k, rows):
+    from camera_demo.overlay import draw_overlay, panel_height
+    from runtime import Prediction
+
+    probabilities = np.random.default_rng(0).dirichlet(np.ones(len(labels)))
+    index = int(probabilities.argmax())
+    prediction = Prediction(index, labels[index], float(probabilities[index]), probabilities, labels)
+    frame = draw_overlay(np.zeros((480, 640, 3), np.uint8), prediction, None, 30.0, 1.0, top_k)
+    assert panel_bottom(frame) == panel_height(rows)
+    small = draw_overlay(np.zeros((100, 300, 3), np.uint8), prediction, None, 30.0, 1.0, top_k)
+    assert panel_bottom(small) <= 99  # as many rows as fit in a small frame, no error
+
+
+def test_video_writer_renames_when_done_and_removes_the_temporary_file_on_an_error(tmp_path):
+    from camera_demo.video import video_writer
+
+    done, failed = tmp_path / "done.mp4", tmp_path / "failed.mp4"
+    with video_writer(done, 10.0, (64, 48)) as writer:
+        for _ in range(3):
+            writer.write(np.full((48, 64, 3), 128, np.uint8))
+    assert int(cv2.VideoCapture(str(done)).get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    with pytest.raises(RuntimeError, match="boom"):
+        with video_writer(failed, 10.0, (64, 48)) as writer:
+            writer.write(np.zeros((48, 64, 3), np.uint8))
+            assert (tmp_path / ".failed.partial.mp4").exists()
+            raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["done.mp4"]
+
+
+# --- a model of another shape --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def rgb_model(tmp_path_factory):
+    """32x32 RGB, five labels, preprocessing "resize": not the Fashion-MNIST model."""
+    from contract_models import make_model
+
+    return make_model(tmp_path_factory.mktemp("models") / "rgb5.onnx")
+
+
+@pytest.fixture(scope="module")
+def two_label_model(tmp_path_factory):
+    from contract_models import make_model
+
+    return make_model(tmp_path_factory.mktemp("models") / "two.onnx", labels=("yes", "no"), height=28, width=28,
+                      channels=1, kind="object")
+
+
+def write_images(folder):
+    """Colour images of several sizes, one of exactly 32x32, and a gray one: what a folder holds."""
+    rng = np.random.default_rng(3)
+    folder.mkdir(exist_ok=True)
+    shapes = [(48, 64, 3), (32, 32, 3), (120, 90, 3), (40, 40), (480, 640, 3)]
+    for i, shape in enumerate(shapes):
+        cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 256, shape, dtype=np.uint8))
+    return sorted(folder.glob("*.png"))
+
+
+def test_another_model_shape_runs_over_an_image_directory(rgb_model, tmp_path):
+    from runtime import Predictor, Roi
+
+    files = write_images(tmp_path / "images")
+    result = run_demo("--model", rgb_model, "--source", tmp_path / "images", "--headless")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    frames, summary = lines[:-1], lines[-1]
+    assert summary["frames"] == len(files) and summary["reason"] == "ended"
+    predictor = Predictor(rgb_model)
+    direct = [predictor.predict(cv2.imread(str(f), cv2.IMREAD_COLOR)) for f in files]
+    assert [f["label"] for f in frames] == [p.label for p in direct]
+    assert [f["index"] for f in frames] == [p.index for p in direct]
+    assert {f["label"] for f in frames} <= set("abcde")
+    # a roi larger than some images is clipped to each
+    result = run_demo("--model", rgb_model, "--source", tmp_path / "images", "--headless", "--roi", "8,4,100,60")
+    assert result.returncode == 0, result.stderr
+    clipped = [predictor.predict(image, roi=Roi(8, 4, 100, 60).clipped(image.shape[1], image.shape[0]))
+               for image in (cv2.imread(str(f), cv2.IMREAD_COLOR) for f in files)]
+    assert [json.loads(line)["index"] for line in result.stdout.splitlines()[:-1]] == [p.index for p in clipped]
+    # camera-like frames of garments through the same model, recorded
+    record = tmp_path / "out.mp4"
+    result = run_demo("--model", rgb_model, "--source", "synthetic", "--headless", "--roi", "100,50,400,400",
+                      "--max-frames", "5", "--record", record)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1])["frames"] == 5
+    assert int(cv2.VideoCapture(str(record)).get(cv2.CAP_PROP_FRAME_COUNT)) == 5
+
+
+def test_a_two_label_model_shows_two_labels_without_error(two_label_model, capsys):
+    from contextlib import ExitStack
+
+    from camera_demo.__main__ import Demo, parse_args
+    from camera_demo.overlay import panel_height
+    from runtime import Predictor
+
+    args = parse_args(["--model", str(two_label_model), "--headless", "--top-k", "3"])
+    camera = FlakyCamera(0, False)  # live: the guide box is used
+    with ExitStack() as resources:
+        demo = Demo(args, Predictor(args.model), camera, resources)
+        frame = np.zeros((480, 640, 3), np.uint8)
+        frame[150:330, 260:380] = 200  # a bright object on a dark backdrop
+        assert demo.on_frame(frame, time.perf_counter()) is None
+    assert demo.top_k == 2 and demo.frames == 1 and demo.prediction.label in ("yes", "no")
+    assert panel_bottom(frame) == panel_height(2)
+    line = json.loads(capsys.readouterr().out)
+    assert line["frame"] == 1 and line["label"] == demo.prediction.label and line["object_found"]
