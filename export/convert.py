@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 import zipfile
@@ -64,7 +65,8 @@ def export_tflite(qat_model: keras.Model, calibration: np.ndarray, path: Path, m
 
     scale, zero_point = Interpreter(model_content=flatbuffer).get_input_details()[0]["quantization"]
     metadata = {**metadata, "input": {**metadata["input"], "dtype": "int8",
-                                      "quantization": {"scale": scale, "zero_point": zero_point}}}
+                                      "quantization": {"scale": scale, "zero_point": zero_point}},
+                "integrity": {"sha256": hashlib.sha256(flatbuffer).hexdigest()}}  # see runtime.integrity
     with atomic_path(path, lambda p: verify_model(p, calibration[:8])) as tmp:
         tmp.write_bytes(flatbuffer)
         with zipfile.ZipFile(tmp, "a") as archive:  # appended after the flatbuffer
@@ -84,7 +86,9 @@ def embed_onnx_metadata(onnx_model, metadata: dict) -> None:
     import onnx
 
     del onnx_model.metadata_props[:]
-    onnx.helper.set_model_props(onnx_model, {METADATA_KEY: json.dumps(metadata)})
+    # the graph's serialized bytes are what runtime.integrity hashes in the saved file
+    integrity = {"sha256": hashlib.sha256(onnx_model.graph.SerializeToString()).hexdigest()}
+    onnx.helper.set_model_props(onnx_model, {METADATA_KEY: json.dumps({**metadata, "integrity": integrity})})
     onnx_model.doc_string = f"image classifier {metadata['model_version']} ({metadata['format']})"
 
 

@@ -8,6 +8,7 @@ and logits are handled here, from the model's own tensors and metadata.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Protocol
 
@@ -68,6 +69,7 @@ class OnnxBackend:
             raise ModelError(f"{path}: no '{METADATA_KEY}' metadata; export models with "
                              "`python -m export --format onnx` (the keys are in docs/model-contract.md)")
         self.info = ModelInfo.from_json(custom[METADATA_KEY], path)
+        self.info.check_integrity(path)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or inputs[0].type != "tensor(float)":
             raise ModelError(f"{path}: the graph must take one float32 image tensor, it takes "
@@ -86,6 +88,9 @@ class OnnxBackend:
 
 
 class TFLiteBackend:
+    """LiteRT's interpreter holds its tensors in place: one call at a time (a lock), so a
+    Predictor shared by threads is safe; for parallel throughput use one Predictor per thread."""
+
     def __init__(self, path: Path, num_threads: int | None = None, spin: bool = True):
         try:
             from ai_edge_litert.interpreter import Interpreter
@@ -93,6 +98,7 @@ class TFLiteBackend:
             raise ModelError(f"{path}: .tflite models need LiteRT: pip install 'fashion-edge[tflite]' "
                              "(ai-edge-litert), or use an .onnx model") from e
         self.info = ModelInfo.from_json(read_tflite_metadata(path), path)
+        self.info.check_integrity(path)
         try:
             self.interpreter = Interpreter(model_path=str(path),
                                            num_threads=num_threads or os.cpu_count() or 1)
@@ -116,6 +122,7 @@ class TFLiteBackend:
         # uint8 pixels map to the input type through a 256-entry table: no float pass
         self.pixel_table = self.as_input(self.info.contract.pixel_values())
         self.batch = int(inp["shape"][0])
+        self.lock = threading.Lock()  # resize, set, invoke and read back are one step
 
     def _resize(self, n: int) -> None:
         if n != self.batch:
@@ -139,10 +146,12 @@ class TFLiteBackend:
         return self._invoke(self.pixel_table[pixels])
 
     def _invoke(self, batch: np.ndarray) -> np.ndarray:
-        self._resize(len(batch))
-        self.interpreter.set_tensor(self.input_index, to_graph(self.info.contract, batch))
-        self.interpreter.invoke()
-        out = self.interpreter.get_tensor(self.output_index).astype(np.float32)
+        batch = to_graph(self.info.contract, batch)
+        with self.lock:
+            self._resize(len(batch))
+            self.interpreter.set_tensor(self.input_index, batch)
+            self.interpreter.invoke()
+            out = self.interpreter.get_tensor(self.output_index).astype(np.float32)
         if self.output_scale:
             out -= self.output_zero
             out *= self.output_scale

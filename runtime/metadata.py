@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.contract import Contract, ContractError
+from runtime.integrity import graph_digest
 
 METADATA_KEY = "fashion_edge"
 METADATA_MEMBER = "fashion_edge.json"
@@ -45,6 +46,21 @@ class ModelInfo:
         accuracy = training.get("test_accuracy") if isinstance(training, dict) else None
         return cls(contract, str(meta.get("model_version", "unknown")),
                    accuracy if isinstance(accuracy, (int, float)) else None, meta)
+
+    def check_integrity(self, path: Path) -> None:
+        """Verify ``integrity.sha256`` when the metadata has one (our exports since format 2)."""
+        integrity = self.raw.get("integrity")
+        if integrity is None:
+            return
+        expected = integrity.get("sha256") if isinstance(integrity, dict) else None
+        try:
+            actual = graph_digest(path)
+        except (OSError, ValueError) as e:
+            raise ModelError(f"{path}: cannot read the graph to verify its checksum ({e}); "
+                             "the file is corrupt: re-export or re-download it") from None
+        if actual != expected:
+            raise ModelError(f"{path}: the graph's SHA-256 does not match the checksum in its metadata: "
+                             "the file is corrupt or was changed after export; re-export or re-download it")
 
     def check_graph(self, input_shape: list, output_shape: list, path: Path) -> None:
         """Refuse a model whose metadata does not describe its graph."""

@@ -68,12 +68,14 @@ def validate(image: object) -> np.ndarray:
         raise ValueError(f"expected an image of shape (H, W) or (H, W, C), got shape {image.shape}")
     if image.size == 0 or min(image.shape[:2]) < 1:
         raise ValueError(f"empty image of shape {image.shape}")
+    if not image.dtype.isnative:  # big-endian data (e.g. read from a file): same values, native order
+        image = image.astype(image.dtype.newbyteorder("="))
     if image.dtype.kind == "f":
         if not np.isfinite(image).all():
             raise ValueError("image contains NaN or infinite values")
         low, high = float(image.min()), float(image.max())
         if low < 0.0 or high > 1.0:
-            raise ValueError(f"float images must be in [0, 1], got values in [{low:g}, {high:g}]; "
+            raise ValueError(f"float images must be in [0, 1], got values in [{low!r}, {high!r}]; "
                              "pass uint8 for 0-255 data")
     return image
 
@@ -139,7 +141,10 @@ SUBSETS = np.array([[1, 1, 1, 1], [0, 1, 1, 1], [1, 0, 1, 1], [1, 1, 0, 1], [1, 
 @functools.lru_cache(maxsize=8)
 def border_geometry(h: int, w: int):
     """For an h x w image: border mask, plane design matrix, side membership, and the
-    inverse normal matrices of the five side subsets (frames keep their size: cached)."""
+    inverse normal matrices of the five side subsets (frames keep their size: cached).
+
+    Only called on ``locate``'s small copy (at most about WORK_SIZE pixels a side), so an
+    entry stays under a megabyte and the cache under ten."""
     band = max(1, min(h, w) // 24)
     sides = np.zeros((4, h, w), bool)
     sides[0, :band], sides[1, -band:], sides[2, :, :band], sides[3, :, -band:] = True, True, True, True
@@ -258,11 +263,16 @@ def locate(gray: np.ndarray) -> Located | None:
     h, w = gray.shape
     if min(h, w) < 4:  # a sliver: no room for an object
         return None
-    # 1. analyse a small copy: speed, and the averaging suppresses sensor noise
+    # 1. analyse a small copy: speed, and the averaging suppresses sensor noise; the work
+    #    (and border_geometry's cache) stays bounded by WORK_SIZE whatever the frame's shape
     step = max(1, -(-max(h, w) // WORK_SIZE))
-    if min(h, w) // step < 4:  # a long thin image: shrinking it would leave nothing
-        step = 1
-    small = shrink(gray, step) if step > 1 else to_unit(gray)
+    if min(h, w) // step >= 4:
+        small = shrink(gray, step) if step > 1 else to_unit(gray)
+        sx = sy = step
+    else:  # a long thin image: shrink each side on its own, keeping at least 4 pixels across
+        sh, sw = (max(min(h, 4), h // step), max(min(w, 4), w // step))
+        small = resize(gray, sw, sh)
+        sx, sy = w / sw, h / sh
     # 2. background plane and polarity: dark-on-light becomes bright-on-black
     coef = fit_background(small)
     diff = small - plane(coef, small.shape)
@@ -280,8 +290,8 @@ def locate(gray: np.ndarray) -> Located | None:
     # 4. the box in full resolution, with a margin, clipped to the frame
     x, y, bw, bh = box
     m = MARGIN * max(bw, bh)
-    x0, y0 = max(0, int((x - m) * step)), max(0, int((y - m) * step))
-    x1, y1 = min(w, int(np.ceil((x + bw + m) * step))), min(h, int(np.ceil((y + bh + m) * step)))
+    x0, y0 = max(0, int((x - m) * sx)), max(0, int((y - m) * sy))
+    x1, y1 = min(w, int(np.ceil((x + bw + m) * sx))), min(h, int(np.ceil((y + bh + m) * sy)))
     if x1 - x0 < 2 or y1 - y0 < 2:
         return None
     return Located((x0, y0, x1, y1), coef, light_backdrop)
