@@ -21,7 +21,7 @@ train: $(VENV)/.all data
 export: $(VENV)/.all data
 	$(BIN)/python -m export --format all --model $(OUT)/qat_model.h5 --out $(OUT)
 
-bench: $(VENV)/.all
+bench: $(VENV)/.all data
 	$(BIN)/python benchmarks/keras_latency.py --models $(OUT) --out $(OUT)/bench.json --keras-model $(OUT)/float_model.h5
 
 ## serve: the web page and HTTP API on http://127.0.0.1:8000/ (bundled int8 model)
