@@ -1,8 +1,14 @@
 """python -m camera_demo: classify webcam frames in real time (window or headless).
 
 Keys in the window: q or Esc quits, s saves a screenshot, space pauses.
-Exit codes: 0 the stream ended or you quit, 2 no source/model, 3 the camera was lost,
+Exit codes: 0 the stream ended or you quit, 2 no source/model, or --record cannot be written
+(read-only, full disk: a file already there is left as it was), 3 the camera was lost,
 130 interrupted (Ctrl-C or SIGTERM).
+
+A closed stdout (``python -m camera_demo --headless | head -1``) is the reader saying it
+has had enough, like q in the window: the demo stops quietly (no traceback, no summary
+line) and exits 0, with the recording finalised. (Not 141, the shell's code for a death by
+SIGPIPE: with ``set -o pipefail`` a pipeline that took what it wanted still succeeds.)
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -23,11 +30,14 @@ import numpy as np
 from camera_demo.capture import CaptureThread
 from camera_demo.overlay import FpsMeter, draw_overlay, guide_box
 from camera_demo.sources import Source, SourceError, open_source
-from camera_demo.video import video_writer
+from camera_demo.video import CannotWrite, Recorder, check_record_path, video_writer
 from runtime import ModelError, Prediction, Predictor, Roi
+from runtime.files import atomic_path
 
 EXIT_OK, EXIT_NO_SOURCE, EXIT_LOST, EXIT_INTERRUPTED = 0, 2, 3, 130
+EXIT_CANNOT_WRITE = 2
 EXIT_CODES = {"lost": EXIT_LOST, "no-display": EXIT_NO_SOURCE, "interrupted": EXIT_INTERRUPTED}
+# "closed": stdout was closed by its reader; like "ended" and "quit", exit 0
 WINDOW = "fashion-edge camera demo"
 RECORD_FPS = 30.0
 KEYS = {ord("q"): "quit", 27: "quit", ord("s"): "screenshot", ord(" "): "pause"}  # 27: Esc
@@ -105,9 +115,19 @@ def frame_record(frame: int, elapsed_s: float, prediction: Prediction, latency_m
             "infer_ms": round(infer_ms, 3)}
 
 
-def emit_json_line(record: dict, flush: bool = False) -> None:
-    """One JSON object per line on stdout (frames buffered; the summary flushes)."""
-    print(json.dumps(record), flush=flush)
+def emit_json_line(record: dict, flush: bool = False) -> bool:
+    """One JSON object per line on stdout (frames buffered; the summary flushes).
+
+    False when stdout was closed by its reader (a broken pipe): stdout then goes to
+    /dev/null, so that nothing (not even the interpreter's last flush) fails on it again."""
+    try:
+        print(json.dumps(record), flush=flush)
+        return True
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return False
 
 
 def handle_key(key: int) -> str | None:
@@ -115,9 +135,16 @@ def handle_key(key: int) -> str | None:
     return KEYS.get(key)
 
 
-def save_screenshot(frame: np.ndarray, folder: Path, number: int) -> Path:
+def save_screenshot(frame: np.ndarray, folder: Path, number: int) -> Path | None:
+    """Save ``frame`` as a PNG in ``folder``; a failure is reported and the demo goes on."""
     shot = folder / f"camera_demo_{time.strftime('%Y%m%d_%H%M%S')}_{number}.png"
-    cv2.imwrite(str(shot), frame)
+    try:
+        with atomic_path(shot) as tmp:
+            if not cv2.imwrite(str(tmp), frame):
+                raise OSError(f"OpenCV could not write {tmp.name}")
+    except OSError as e:
+        print(f"warning: cannot write the screenshot {shot}: {e.strerror or e}", file=sys.stderr)
+        return None
     print(f"saved {shot}", file=sys.stderr)
     return shot
 
@@ -152,7 +179,7 @@ class Demo:
     paused: bool = False
     prediction: Prediction | None = None
     infer_ms: float = 0.0
-    recorder: cv2.VideoWriter | None = None
+    recorder: Recorder | None = None
     fps: FpsMeter = field(default_factory=FpsMeter)
 
     def __post_init__(self):
@@ -189,13 +216,14 @@ class Demo:
         self.latencies.append(latency_ms)
         self.frames += 1
         self.record(frame)
-        if self.emit:
-            emit_json_line(frame_record(self.frames, time.perf_counter() - self.started,
-                                        self.prediction, latency_ms, self.infer_ms))
+        if self.emit and not emit_json_line(frame_record(self.frames, time.perf_counter() - self.started,
+                                                         self.prediction, latency_ms, self.infer_ms)):
+            return "closed"
         return self.show(frame) if self.window else None
 
     def record(self, frame: np.ndarray) -> None:
-        """Append to ``--record``, opened at the first frame's size."""
+        """Append to ``--record``, opened at the first frame's size; a frame of another size (an
+        image folder) is letterboxed into it, so every frame shown is a frame recorded."""
         if self.args.record is None:
             return
         if self.recorder is None:
@@ -232,6 +260,8 @@ def summary(frames: int, elapsed_s: float, latencies: list[float], dropped: int,
 
 def report(result: dict, emit: bool, reconnect_s: float) -> None:
     """The summary as JSON or as a sentence, and why a lost camera ended the demo."""
+    if result["reason"] == "closed":
+        return  # nobody reads stdout any more
     if emit:
         emit_json_line(result, flush=True)
     else:
@@ -243,7 +273,7 @@ def report(result: dict, emit: bool, reconnect_s: float) -> None:
 
 
 def exit_code(reason: str) -> int:
-    """0 ended/quit/max-frames, 2 no display, 3 the camera was lost, 130 interrupted."""
+    """0 ended/quit/max-frames/closed (stdout), 2 no display, 3 the camera was lost, 130 interrupted."""
     return EXIT_CODES.get(reason, EXIT_OK)
 
 
@@ -259,17 +289,27 @@ def open_inputs(args: argparse.Namespace) -> tuple[Predictor, Source] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        if args.record is not None:
+            check_record_path(args.record)  # before the model and the camera, not at the first frame
+    except CannotWrite as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_CANNOT_WRITE
     opened = open_inputs(args)
     if opened is None:
         return EXIT_NO_SOURCE
     stop = StopFlag().install()
-    with ExitStack() as resources:  # unwound in reverse: the recording, the capture, the window
-        demo = Demo(args, *opened, resources)
-        if demo.window:
-            resources.callback(cv2.destroyAllWindows)
-        capture = CaptureThread(demo.source, reconnect_s=args.reconnect).start()
-        resources.callback(capture.stop)
-        reason = demo.loop(capture, stop)
+    try:
+        with ExitStack() as resources:  # unwound in reverse: the recording, the capture, the window
+            demo = Demo(args, *opened, resources)
+            if demo.window:
+                resources.callback(cv2.destroyAllWindows)
+            capture = CaptureThread(demo.source, reconnect_s=args.reconnect).start()
+            resources.callback(capture.stop)
+            reason = demo.loop(capture, stop)
+    except CannotWrite as e:  # the recording failed: its temporary file is gone, an older one intact
+        print(f"error: {e}; {args.record} was left as it was", file=sys.stderr)
+        return EXIT_CANNOT_WRITE
     result = summary(demo.frames, time.perf_counter() - demo.started, demo.latencies, capture.dropped,
                      demo.source.name, demo.predictor.model_path, reason)
     report(result, demo.emit, args.reconnect)

@@ -1,4 +1,9 @@
-"""python -m export: QAT model -> int8 TFLite / float + int8 ONNX, then the parity gate."""
+"""python -m export: QAT model -> int8 TFLite / float + int8 ONNX, then the parity gate.
+
+Exit codes: 0 exported and the parity gate passed, 1 the gate failed, 2 a usage error, no
+model or data, or --out cannot be written (read-only, full disk: the models already there
+are left as they were), 130 interrupted.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +36,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.opset < 17:
         p.error("--opset must be 17 or newer")
+    if args.seed < 0:
+        p.error("--seed must be 0 or more")
     if args.calibration_size < 2:
         p.error("--calibration-size must be at least one image per class")
     args.out = args.out or args.model.parent
@@ -97,8 +104,14 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     from train.data import DataError, load
+    from runtime.files import check_writable, write_error
     from train.trainer import load_qat_model
 
+    try:
+        check_writable(args.out)  # before the conversions, not after them
+    except OSError as e:
+        print(f"error: {write_error(e, args.out)}", file=sys.stderr)
+        return 2
     started = time.time()
     try:
         dataset = load(args.data_dir)
@@ -124,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted: no partial model was left; existing models are unchanged",
               file=sys.stderr)
         return 130
+    except OSError as e:  # e.g. the disk filled up during a write
+        print(f"error: {write_error(e, args.out)}; no partial file was left and the models already in "
+              f"{args.out} are unchanged", file=sys.stderr)
+        return 2
     print(f"done in {time.time() - started:.0f} s")
     return code
 

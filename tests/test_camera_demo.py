@@ -329,6 +329,34 @@ def test_another_model_shape_runs_over_an_image_directory(rgb_model, tmp_path):
     assert int(cv2.VideoCapture(str(record)).get(cv2.CAP_PROP_FRAME_COUNT)) == 5
 
 
+def test_recording_an_image_folder_of_several_sizes_keeps_every_frame(tmp_path):
+    """The video takes the first image's size; every other one is letterboxed into it, not dropped."""
+    files = write_images(tmp_path / "images")
+    record = tmp_path / "folder.mp4"
+    result = run_demo("--source", tmp_path / "images", "--headless", "--record", record)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert summary["frames"] == len(files) == 5
+    playback = cv2.VideoCapture(str(record))
+    assert int(playback.get(cv2.CAP_PROP_FRAME_COUNT)) == summary["frames"]
+    first = cv2.imread(str(files[0]))
+    assert (playback.get(cv2.CAP_PROP_FRAME_WIDTH), playback.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (
+        first.shape[1], first.shape[0])
+
+
+def test_letterbox_keeps_the_aspect_ratio_on_black():
+    from camera_demo.video import letterbox
+
+    tall = np.full((100, 50, 3), 200, np.uint8)
+    boxed = letterbox(tall, (64, 48))
+    assert boxed.shape == (48, 64, 3)
+    assert (boxed[:, :20] == 0).all() and (boxed[:, 44:] == 0).all() and (boxed[:, 22:42] == 200).all()
+    gray = letterbox(np.full((48, 64), 7, np.uint8), (64, 48))
+    assert gray.shape == (48, 64, 3) and (gray == 7).all()
+    same = np.zeros((48, 64, 3), np.uint8)
+    assert letterbox(same, (64, 48)) is same
+
+
 def test_a_two_label_model_shows_two_labels_without_error(two_label_model, capsys):
     from contextlib import ExitStack
 

@@ -106,3 +106,93 @@ def test_stratified_split_is_a_seeded_partition(counts, fraction, seed):
         assert (labels[held] == c).sum() == round(n * fraction)
     again = data.stratified_split(labels, fraction, seed)
     assert (again[0] == keep).all() and (again[1] == held).all()
+
+
+def gzip_bomb(path, decompressed: int):
+    """A small .gz that decompresses to ``decompressed`` zero bytes (written in chunks)."""
+    chunk = bytes(1 << 20)
+    with gzip.open(path, "wb", compresslevel=9) as f:
+        for _ in range(decompressed // len(chunk)):
+            f.write(chunk)
+    return path
+
+
+def test_a_gzip_bomb_is_refused_after_the_expected_size(tmp_path):
+    import tracemalloc
+
+    bomb = gzip_bomb(tmp_path / "t10k-labels-idx1-ubyte.gz", 256 << 20)  # 256 MB from about 250 KB
+    assert bomb.stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match="more than the 10008 bytes of t10k-labels-idx1-ubyte"):
+            read_verified(bomb, LABELS)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, f"{peak} bytes held to refuse a 10 kB file"
+    raw = tmp_path / "t10k-labels-idx1-ubyte"  # an oversized raw file: the same cap
+    raw.write_bytes(idx_bytes(0x0801, (10000,), bytes(10000)) + bytes(1 << 20))
+    with pytest.raises(DataError, match="more than the 10008 bytes"):
+        read_verified(raw, LABELS)
+
+
+class FakeResponse:
+    """What urlopen returns: ``body`` in chunks, or endless bytes; counts what was read."""
+
+    def __init__(self, body: bytes | None, length: int | None = None):
+        self.body, self.sent = body, 0
+        self.headers = {"Content-Length": str(length)} if length else {}
+
+    def read(self, n: int) -> bytes:
+        if self.body is None:  # a server that never stops
+            chunk = b"\x1f" * n
+        else:
+            chunk = self.body[self.sent:self.sent + n]
+        self.sent += len(chunk)
+        return chunk
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def fake_urlopen(monkeypatch, response: FakeResponse) -> list[str]:
+    urls = []
+
+    def urlopen(url, timeout):
+        urls.append(url)
+        return response
+
+    monkeypatch.setattr(data.urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(data, "FILES", {"test_labels": LABELS})  # one small file
+    return urls
+
+
+def test_the_download_is_https_and_verified(tmp_path, monkeypatch, fashion):
+    assert data.MIRRORS and all(url.startswith("https://") for url in data.MIRRORS)
+    body = gzip.compress(idx_bytes(0x0801, (10000,), fashion.test_labels.tobytes()))
+    urls = fake_urlopen(monkeypatch, FakeResponse(body, len(body)))
+    assert data.download(tmp_path) == tmp_path
+    assert urls == [f"{data.MIRRORS[0]}t10k-labels-idx1-ubyte.gz"]
+    assert read_verified(tmp_path / "t10k-labels-idx1-ubyte.gz", LABELS)[1] == LABELS.sha256
+
+
+def test_an_endless_download_is_cut_at_the_cap_and_deleted(tmp_path, monkeypatch):
+    endless = FakeResponse(None)
+    urls = fake_urlopen(monkeypatch, endless)
+    cap = data.download_cap(LABELS)
+    assert LABELS.size < cap < 2 * LABELS.size
+    with pytest.raises(DataError, match=f"more than the {cap} bytes a Fashion-MNIST file can take"):
+        data.download(tmp_path)
+    assert len(urls) == len(data.MIRRORS) and endless.sent == (cap + 1) * len(urls)  # each mirror, no more
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_download_announced_too_large_is_refused_unread(tmp_path, monkeypatch):
+    response = FakeResponse(bytes(100), length=10 << 30)
+    fake_urlopen(monkeypatch, response)
+    with pytest.raises(DataError, match="10737418240 bytes announced"):
+        data.download(tmp_path)
+    assert response.sent == 0 and list(tmp_path.iterdir()) == []

@@ -496,7 +496,7 @@ def test_slow_client_does_not_stall_others_and_times_out(server, test_images):
     port = int(url.rsplit(":", 1)[1])
     png = encode(test_images[0][0])
     slow = socket.create_connection(("127.0.0.1", port))
-    slow.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+    slow.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
                  b"Content-Length: 5000\r\n\r\n" + png[:10])  # then nothing more
     started = time.time()
     for _ in range(20):  # both workers keep answering while the slow upload hangs

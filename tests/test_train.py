@@ -99,3 +99,14 @@ def test_killed_run_resumes_from_its_last_epoch(tmp_path):
     assert resumed[0] >= first[-1], f"restarted from epoch {resumed[0]}, had reached {first[-1]}"
     assert resumed[0] <= first[-1] + 1 and resumed[-1] == 12
     assert (tmp_path / "qat_model.h5").exists() and (tmp_path / "train_report.json").exists()
+    report = json.loads((tmp_path / "train_report.json").read_text())  # the epochs before the kill too
+    assert report["float"]["epochs_run"] == 12 and len(report["float"]["history"]["val_accuracy"]) == 12
+
+
+def test_no_qat_epochs_exports_the_quantized_float_model(tmp_path):
+    from train.__main__ import main
+
+    assert main(["--limit", "400", "--epochs", "1", "--qat-epochs", "0", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "train_report.json").read_text())
+    assert report["qat"]["epochs_run"] == 0 and report["qat"]["history"] == {}
+    assert report["float"]["epochs_run"] == 1 and (tmp_path / "qat_model.h5").exists()

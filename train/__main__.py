@@ -1,9 +1,15 @@
-"""python -m train: float training, QAT fine-tuning, report and plots into --out."""
+"""python -m train: float training, QAT fine-tuning, report and plots into --out.
+
+Exit codes: 0 done, 1 training diverged (the loss became NaN or infinite), 2 a usage error,
+no valid data, or --out cannot be written (read-only, full disk), 130 interrupted. A killed
+or interrupted run resumes where it stopped when the same command is run again.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -21,6 +27,26 @@ def arch_spec(text: str) -> str:
     return text
 
 
+def learning_rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, not {text}")
+    return value
+
+
+def seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2**32 - 1, not {text}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from train.augment import PRESETS
     from train.model import ARCHITECTURES
@@ -34,12 +60,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=d.epochs, help="float epochs (max; early stopping)")
     p.add_argument("--qat-epochs", type=int, default=d.qat_epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    p.add_argument("--learning-rate", type=learning_rate, default=d.learning_rate,
+                   help="peak learning rate of the float stage (> 0)")
     p.add_argument("--augment", choices=sorted(PRESETS), default="standard",
                    help="augmentation preset (camera: + rotation, zoom, gamma, noise)")
     p.add_argument("--limit", type=int, default=None,
                    help="train on a stratified subset of this many images (quick runs)")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=seed, default=d.seed, help="0 to 2**32 - 1")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="directory with the four IDX files (default: search, see README)")
     p.add_argument("--out", type=Path, default=Path("artifacts"))
@@ -59,12 +86,18 @@ def main(argv: list[str] | None = None) -> int:
     from train import data as fmnist
     from train.pipeline import run
     from train.augment import PRESETS
-    from train.trainer import TrainConfig
+    from runtime.files import check_writable, write_error
+    from train.trainer import TrainConfig, TrainingDiverged
 
     config = TrainConfig(arch=args.arch, epochs=args.epochs, qat_epochs=args.qat_epochs,
                          batch_size=args.batch_size, learning_rate=args.learning_rate,
                          limit=args.limit, seed=args.seed, augment=PRESETS[args.augment])
     started = time.time()
+    try:
+        check_writable(args.out)  # before the data and minutes of training, not after
+    except OSError as e:
+        print(f"error: {write_error(e, args.out)}", file=sys.stderr)
+        return 2
     try:
         dataset = fmnist.load(args.data_dir)
     except DataError as e:
@@ -76,6 +109,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ninterrupted: run the same command again to resume from the last "
               f"finished epoch (checkpoints in {args.out / 'backup'})", file=sys.stderr)
         return 130
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # e.g. the disk filled up: what was written before is intact
+        print(f"error: {write_error(e, args.out)}; files already in {args.out} are unchanged, and the "
+              "same command resumes from the last finished epoch", file=sys.stderr)
+        return 2
     print(f"\n{'model':<8}{'test accuracy':>15}{'test loss':>12}")
     for stage in ("float", "qat"):
         print(f"{stage:<8}{report[stage]['test_accuracy']:>15.4f}{report[stage]['test_loss']:>12.4f}")

@@ -2,9 +2,12 @@
 
 Sources are tried in order: an explicit directory (``--data-dir`` or
 ``FASHION_MNIST_DIR``), the Keras cache, the Debian/Ubuntu package
-``dataset-fashion-mnist``, and last a download from the official mirror into a cache.
-Every file is checked by the SHA-256 of its decompressed bytes, so a recompressed
-``.gz`` (as in the Debian package) is accepted and a corrupt one is not.
+``dataset-fashion-mnist``, and last a download over HTTPS from the official mirrors into a
+cache. Every file is checked by the SHA-256 of its decompressed bytes, so a recompressed
+``.gz`` (as in the Debian package) is accepted and a corrupt one is not. Sizes are known in
+advance, so nothing reads more than it should: a file is decompressed only up to its
+expected size (a gzip bomb is refused after that many bytes, not after gigabytes), and a
+download stops at ``download_cap`` bytes.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import struct
 import sys
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +31,14 @@ from runtime.files import atomic_path
 
 log = logging.getLogger(__name__)
 
-MIRROR = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+# Zalando's own copies, over HTTPS: the S3 bucket of the official site (whose website
+# endpoint, http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/, is HTTP only) through
+# its REST endpoint, and the data folder of the official repository. Tried in this order.
+MIRRORS = (
+    "https://fashion-mnist.s3.eu-central-1.amazonaws.com/",
+    "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/",
+)
+MIRROR = MIRRORS[0]
 KERAS_CACHE = Path.home() / ".keras" / "datasets" / "fashion-mnist"
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 DOWNLOAD_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fashion-mnist"
@@ -126,15 +137,22 @@ def parse_idx(raw: bytes, spec: IdxFile, path: Path) -> np.ndarray:
 
 
 def read_verified(path: Path, spec: IdxFile) -> tuple[np.ndarray, str]:
-    """Read a raw or gzipped IDX file, verify its checksum, return (array, sha256)."""
+    """Read a raw or gzipped IDX file, verify its checksum, return (array, sha256).
+
+    At most ``spec.size + 1`` bytes are read (decompressed): a larger file is refused there,
+    so a small gzip bomb costs megabytes, not gigabytes."""
     try:
         with open(path, "rb") as f:
             head = f.read(2)
         opener = gzip.open if head == b"\x1f\x8b" else open
         with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+            raw = f.read(spec.size + 1)  # gzip decompresses incrementally: no more than this
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:
         raise DataError(f"{path}: cannot be read or decompressed ({e}); {HOW_TO_FIX}") from e
+    if len(raw) > spec.size:
+        raise DataError(f"{path}: more than the {spec.size} bytes of {spec.name} (decompressed); "
+                        f"refused without reading the rest: the file is corrupt or not Fashion-MNIST; "
+                        f"{HOW_TO_FIX}")
     array = parse_idx(raw, spec, path)
     digest = hashlib.sha256(raw).hexdigest()
     if digest != spec.sha256:
@@ -161,27 +179,59 @@ def load_dir(directory: Path) -> FashionMNIST:
     return FashionMNIST(**arrays, source=directory, checksums=checksums)
 
 
-def download(directory: Path = DOWNLOAD_CACHE, mirror: str = MIRROR) -> Path:
-    """Download the four .gz files into ``directory`` with a progress bar, verified."""
+def download_cap(spec: IdxFile) -> int:
+    """The most bytes a download of ``spec`` may take: its decompressed size plus 1% (gzip
+    stores incompressible data with a few bytes per 16 KB block, so the .gz is never larger)."""
+    return spec.size + spec.size // 100 + 4096
+
+
+def fetch(url: str, target: Path, cap: int, desc: str) -> None:
+    """Stream ``url`` into the file ``target``; refuse (DataError) beyond ``cap`` bytes."""
     from tqdm import tqdm
 
-    directory.mkdir(parents=True, exist_ok=True)
+    with urllib.request.urlopen(url, timeout=30) as response, open(target, "wb") as out:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        if total is not None and total > cap:
+            raise DataError(f"{total} bytes announced, more than the {cap} a Fashion-MNIST file can "
+                            "take: refused")
+        received = 0
+        with tqdm(total=total, unit="B", unit_scale=True, desc=desc) as bar:
+            while chunk := response.read(min(1 << 16, cap + 1 - received)):
+                received += len(chunk)
+                if received > cap:
+                    raise DataError(f"more than the {cap} bytes a Fashion-MNIST file can take: "
+                                    "refused and deleted")
+                out.write(chunk)
+                bar.update(len(chunk))
+
+
+def download(directory: Path = DOWNLOAD_CACHE, mirror: str | tuple[str, ...] = MIRRORS) -> Path:
+    """Download the four .gz files into ``directory`` with a progress bar, verified.
+
+    ``mirror``: a base URL, or several tried in turn. A file larger than ``download_cap``
+    or failing verification is deleted, never kept."""
+    mirrors = (mirror,) if isinstance(mirror, str) else tuple(mirror)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot write {directory} ({e.strerror or e}) to download into: {HOW_TO_FIX}") from e
     for spec in FILES.values():
         target = directory / f"{spec.name}.gz"
         if target.is_file():
             continue
-        url = f"{mirror}{spec.name}.gz"
-        try:  # never keep a file that fails verification
-            with atomic_path(target, lambda tmp, spec=spec: read_verified(tmp, spec)) as tmp, \
-                    urllib.request.urlopen(url, timeout=30) as response, open(tmp, "wb") as out:
-                total = int(response.headers.get("Content-Length") or 0) or None
-                with tqdm(total=total, unit="B", unit_scale=True, desc=spec.name) as bar:
-                    while chunk := response.read(1 << 16):
-                        out.write(chunk)
-                        bar.update(len(chunk))
-        except (urllib.error.URLError, OSError) as e:
-            raise DataError(f"cannot download {url} ({e}); this machine may have no internet "
-                            f"access: {HOW_TO_FIX}") from e
+        problems = []
+        for base in mirrors:
+            url = f"{base}{spec.name}.gz"
+            try:  # never keep a file that is too large or fails verification
+                with atomic_path(target, lambda tmp, spec=spec: read_verified(tmp, spec)) as tmp:
+                    fetch(url, tmp, download_cap(spec), spec.name)
+                break
+            except (urllib.error.URLError, OSError, DataError) as e:
+                problems.append(f"{url} ({e})")
+                log.warning("cannot download %s: %s", url, e)
+        else:
+            raise DataError(f"cannot download {spec.name}.gz: {'; '.join(problems)}; this machine may "
+                            f"have no internet access: {HOW_TO_FIX}")
     return directory
 
 
@@ -215,7 +265,7 @@ def load(data_dir: str | Path | None = None, *, allow_download: bool = True) -> 
         raise DataError("no valid local copy of Fashion-MNIST found in "
                         f"{', '.join(map(str, candidate_dirs()))}; {HOW_TO_FIX}"
                         + ("".join(f"\n  {p}" for p in problems)))
-    log.info("no local copy of Fashion-MNIST: downloading from %s", MIRROR)
+    log.info("no local copy of Fashion-MNIST: downloading from %s", " or ".join(MIRRORS))
     return load_dir(download())
 
 

@@ -13,7 +13,7 @@ from runtime.files import write_json
 from train import report as rep
 from train.data import FashionMNIST
 from train.model import count_macs
-from train.trainer import FLOAT_MODEL, QAT_MODEL, TrainConfig, make_splits, train
+from train.trainer import FLOAT_MODEL, QAT_MODEL, TrainConfig, TrainingDiverged, make_splits, train
 
 log = logging.getLogger(__name__)
 REPORT = "train_report.json"
@@ -44,6 +44,9 @@ def run(config: TrainConfig, dataset: FashionMNIST, out: Path) -> dict:
     }
     for stage, (model, info) in results.items():
         probs = model.predict(splits.x_test, batch_size=512, verbose=0)
+        if not np.isfinite(probs).all():  # never a NaN accuracy or loss in the report
+            raise TrainingDiverged(f"the {stage} model outputs NaN or infinity on the test set: "
+                                   f"delete {out} (or use another --out) and train again")
         metrics = rep.classification_metrics(probs, splits.y_test, contract.labels)
         report[stage] = {**metrics, "epochs_run": info["epochs_run"],
                          "wall_time_s": info["wall_time_s"], "history": info["history"]}

@@ -50,6 +50,11 @@ def _figure():
     return plt
 
 
+def curve(values: list) -> np.ndarray:
+    """A history's values as floats; an undefined one (None in the JSON) is a gap."""
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
 def plot_curves(histories: dict[str, dict], path: Path) -> None:
     """Training and validation accuracy and loss, float then QAT epochs in sequence."""
     plt = _figure()
@@ -58,8 +63,8 @@ def plot_curves(histories: dict[str, dict], path: Path) -> None:
     for stage, history in histories.items():
         epochs = np.arange(1, len(history.get("loss", [])) + 1) + offset
         for ax, metric in zip(axes, ("accuracy", "loss")):
-            ax.plot(epochs, history.get(metric, []), marker=".", label=f"{stage} train")
-            ax.plot(epochs, history.get(f"val_{metric}", []), marker=".", label=f"{stage} validation")
+            ax.plot(epochs, curve(history.get(metric, [])), marker=".", label=f"{stage} train")
+            ax.plot(epochs, curve(history.get(f"val_{metric}", [])), marker=".", label=f"{stage} validation")
         offset += len(epochs)
     for ax, metric in zip(axes, ("accuracy", "loss")):
         ax.set_xlabel("epoch")

@@ -59,7 +59,7 @@ def search_splits(dataset, limit: int | None, seed: int):
 def run_trial(params: dict[str, float], splits, epochs: int, seed: int, work: Path) -> dict:
     from train.keras_env import keras
     from train.model import build, count_macs, spec
-    from train.trainer import TrainConfig, fit
+    from train.trainer import TrainConfig, TrainingDiverged, fit
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
@@ -68,12 +68,16 @@ def run_trial(params: dict[str, float], splits, epochs: int, seed: int, work: Pa
                          augment=augment_config(params["augment"]))
     model = build(arch, splits.contract.image_shape, len(splits.contract.labels))
     started = time.time()
-    history = fit(model, splits, config, stage=arch, epochs=epochs, peak_lr=config.learning_rate,
-                  augment=True, backup_dir=work / "backup")
+    try:
+        history = fit(model, splits, config, stage=arch, epochs=epochs, peak_lr=config.learning_rate,
+                      augment=True, backup_dir=work / "backup").history
+        scores = [v for v in history["val_accuracy"] if v is not None]  # None: undefined (NaN)
+        result = {"val_accuracy": max(scores, default=0.0),
+                  "final_val_accuracy": history["val_accuracy"][-1] or 0.0}
+    except TrainingDiverged as e:  # a failed trial, not a failed search: scored as 0, and why
+        result = {"val_accuracy": 0.0, "final_val_accuracy": 0.0, "diverged": str(e)}
     return {"params": params, "arch": arch, "parameters": int(model.count_params()),
-            "macs": count_macs(model), "val_accuracy": max(history["val_accuracy"]),
-            "final_val_accuracy": history["val_accuracy"][-1],
-            "wall_time_s": round(time.time() - started, 1)}
+            "macs": count_macs(model), **result, "wall_time_s": round(time.time() - started, 1)}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

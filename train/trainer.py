@@ -1,4 +1,12 @@
-"""Float training, then quantization-aware fine-tuning; both resumable."""
+"""Float training, then quantization-aware fine-tuning; both resumable.
+
+A run in --out is made of stages (float, then QAT). While a stage trains, ``StageBackup``
+keeps a checkpoint of the last finished epoch (and the history so far) in
+``--out/backup/STAGE``; when the stage ends, its model file is written with the stage's
+record inside it (one atomic rename), then the stage is recorded in ``train_state.json``
+and only then is the checkpoint removed. A kill at any moment therefore resumes from the
+last finished epoch, or reuses the finished stage: nothing finished is trained twice.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -25,6 +34,12 @@ log = logging.getLogger(__name__)
 FLOAT_MODEL = "float_model.h5"
 QAT_MODEL = "qat_model.h5"
 STATE_FILE = "train_state.json"
+PROGRESS_FILE = "progress.json"  # beside a stage's checkpoint: the history of its finished epochs
+STAGE_ATTR = "fashion_edge_stage"  # the HDF5 attribute of a model file holding its stage record
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: the weights are garbage and nothing of it is kept."""
 
 
 @dataclass
@@ -128,32 +143,149 @@ class EpochLog(keras.callbacks.Callback):
                  logs.get("val_accuracy", np.nan), time.time() - self.started)
 
 
+def finite_or_none(value) -> float | None:
+    """A metric for JSON: a float, or None (null) where it is undefined (NaN or infinite)."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def read_progress(path: Path) -> dict:
+    try:
+        progress = json.loads(path.read_text())
+        return {"history": dict(progress["history"]), "wall_time_s": float(progress["wall_time_s"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {"history": {}, "wall_time_s": 0.0}
+
+
+class StageBackup(keras.callbacks.BackupAndRestore):
+    """Keras's BackupAndRestore, but the checkpoint outlives ``fit()`` and keeps the history.
+
+    Keras deletes its checkpoint when ``fit()`` returns, before the caller has saved the
+    model: a kill in between threw the whole stage away. This one keeps it (``run_stage``
+    removes it once the model file is written and recorded). At the end of training the
+    final weights (the best epoch's, restored by EarlyStopping, which must come earlier in
+    the callback list) are backed up as the last epoch, so a resume has nothing left to
+    train and ``fit()`` returns the finished model at once. The logs of every finished
+    epoch are kept beside the checkpoint, so a resumed stage reports all its epochs.
+
+    An epoch whose loss is NaN or infinite is neither backed up nor recorded (``diverged``
+    says which): a re-run resumes from the last good epoch, never from diverged weights.
+    """
+
+    def __init__(self, backup_dir: Path, stage: str):
+        super().__init__(str(backup_dir), delete_checkpoint=False)
+        self.progress_path = Path(backup_dir) / PROGRESS_FILE
+        self.stage = stage
+        self.history: dict[str, list[float | None]] = {}
+        self.wall_time_s = 0.0  # of the recorded epochs, across resumes
+        self.diverged: tuple[int, float] | None = None  # (epoch, loss)
+        self.first_epoch: int | None = None  # the first epoch this fit() ran, if any
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)  # restores the checkpoint, if there is one
+        progress = read_progress(self.progress_path)
+        self.history, self.wall_time_s = progress["history"], progress["wall_time_s"]
+        self.mark = time.time()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
+        if self.first_epoch is None:
+            self.first_epoch = epoch
+            # the history is written before the checkpoint: keep what the checkpoint has
+            self.history = {key: values[:epoch] for key, values in self.history.items()}
+            if epoch:
+                log.info("%s: resuming after epoch %d/%d from the checkpoint in %s", self.stage, epoch,
+                         self.params["epochs"], self.backup_dir)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        loss = logs.get("loss")
+        if loss is not None and not math.isfinite(loss):
+            self.diverged = (epoch, float(loss))
+            return
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(finite_or_none(value))
+        now = time.time()
+        self.wall_time_s, self.mark = self.wall_time_s + now - self.mark, now
+        write_json(self.progress_path, {"history": self.history, "wall_time_s": round(self.wall_time_s, 1)})
+        super().on_epoch_end(epoch, logs)  # the checkpoint
+
+    def on_train_end(self, logs=None):
+        if self.first_epoch is None:
+            log.info("%s: all %d epochs had finished before the run was stopped: "
+                     "restored from %s, not retraining", self.stage,
+                     len(self.history.get("loss", [])), self.backup_dir)
+        elif self.diverged is None:
+            # the epoch counter and _backup are BackupAndRestore's own (tf-keras < 2.22 is pinned):
+            # a checkpoint of the last epoch is what makes fit() resume with nothing to train
+            last = self.params["epochs"] - 1
+            self._training_state._ckpt_saved_epoch.assign(last)
+            self._backup(epoch=last)
+        super().on_train_end(logs)
+
+
+@dataclass
+class Fitted:
+    history: dict[str, list[float | None]]  # every finished epoch, those before a resume too
+    wall_time_s: float
+
+
 def fit(model: keras.Model, splits: Splits, config: TrainConfig, *, stage: str,
-        epochs: int, peak_lr: float, augment: bool, backup_dir: Path) -> dict:
+        epochs: int, peak_lr: float, augment: bool, backup_dir: Path) -> Fitted:
     """Train with a warm-up + cosine schedule, early stopping and crash-safe backups.
 
-    ``BackupAndRestore`` saves model, optimizer and epoch after every epoch, so a
-    killed run re-started with the same --out loses at most the epoch in progress.
+    ``StageBackup`` saves model, optimizer and epoch after every epoch, so a killed run
+    re-started with the same --out loses at most the epoch in progress. A NaN or infinite
+    loss stops training and raises ``TrainingDiverged``.
     """
+    if epochs == 0:  # e.g. --qat-epochs 0: the model as it is
+        return Fitted({}, 0.0)
     train, val = datasets(splits, config, augment)
     steps = epochs * int(np.ceil(len(splits.x_train) / config.batch_size))
     warmup = min(steps // 10, int(np.ceil(len(splits.x_train) / config.batch_size)))
     compile_model(model, cosine(peak_lr, steps, warmup), config)
+    backup = StageBackup(backup_dir, stage)
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(backup_dir)),
+        keras.callbacks.TerminateOnNaN(),
         keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=config.patience,
                                       restore_best_weights=True),
         EpochLog(stage, epochs),
+        backup,  # last: it backs up the weights EarlyStopping restores at the end
     ]
-    history = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks,
-                        verbose=0)
-    return {k: [float(v) for v in vs] for k, vs in history.history.items()}
+    model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=0)
+    if backup.diverged is not None:
+        epoch, loss = backup.diverged
+        raise TrainingDiverged(
+            f"{stage} training diverged: the loss became {loss} in epoch {epoch + 1}/{epochs} "
+            f"(peak learning rate {peak_lr:g}); nothing of that epoch was kept. "
+            "Lower --learning-rate and run again")
+    return Fitted(backup.history, round(backup.wall_time_s, 1))
 
 
-def save_model(model: keras.Model, path: Path) -> None:
-    """Write to a temporary file and rename: a kill never leaves a truncated model."""
+def save_model(model: keras.Model, path: Path, record: dict | None = None) -> None:
+    """Write to a temporary file and rename: a kill never leaves a truncated model.
+
+    ``record`` (JSON) is stored inside the file, so the model and the record of the stage
+    that made it appear together, in one rename."""
     with atomic_path(path) as tmp:
         model.save(tmp, include_optimizer=False)
+        if record is not None:
+            import h5py
+
+            with h5py.File(tmp, "a") as f:
+                f.attrs[STAGE_ATTR] = json.dumps(record, allow_nan=False)
+
+
+def saved_record(path: Path) -> dict | None:
+    """The record ``save_model`` stored in the model file ``path``, if any."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            raw = f.attrs.get(STAGE_ATTR)
+        return json.loads(raw) if raw is not None else None
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def load_qat_model(path: Path) -> keras.Model:
@@ -175,13 +307,21 @@ class RunState:
     def __init__(self, out: Path, config: TrainConfig):
         self.path, self.fingerprint = out / STATE_FILE, config.fingerprint()
         self.data = {"fingerprint": self.fingerprint, "stages": {}}
+        stored = None
         if self.path.is_file():
-            stored = json.loads(self.path.read_text())
-            if stored.get("fingerprint") == self.fingerprint:
-                self.data = stored
-            else:
-                log.info("configuration changed since the last run in %s: starting over", out)
-                shutil.rmtree(out / "backup", ignore_errors=True)
+            try:
+                stored = json.loads(self.path.read_text())
+            except ValueError:
+                stored = None
+        if isinstance(stored, dict) and stored.get("fingerprint") == self.fingerprint:
+            self.data = stored
+            return
+        if stored is not None:
+            log.info("configuration changed since the last run in %s: starting over", out)
+        # written before any training, so that checkpoints in --out/backup always belong
+        # to the configuration named here, and a run with another one never resumes them
+        shutil.rmtree(out / "backup", ignore_errors=True)
+        write_json(self.path, self.data)
 
     def done(self, stage: str) -> dict | None:
         return self.data["stages"].get(stage)
@@ -191,23 +331,47 @@ class RunState:
         write_json(self.path, self.data)
 
 
-def run_stage(state: RunState, stage: str, out: Path, model_file: str, train_fn) -> tuple:
-    """Run ``train_fn`` unless this stage already finished; returns (model, info)."""
-    info = state.done(stage)
-    if info and (out / model_file).is_file():
-        log.info("%s stage already finished in %s: reusing %s", stage, out, model_file)
-        loader = load_qat_model if stage == "qat" else (
-            lambda p: keras.models.load_model(p, compile=False))
-        return loader(out / model_file), info
-    started = time.time()
-    model, history = train_fn()
-    save_model(model, out / model_file)
-    info = {"history": history, "epochs_run": len(history.get("loss", [])),
-            "wall_time_s": round(time.time() - started, 1)}
-    state.finish(stage, info)
+def remove_backup(out: Path, stage: str) -> None:
     shutil.rmtree(out / "backup" / stage, ignore_errors=True)
     if (out / "backup").is_dir() and not any((out / "backup").iterdir()):
         (out / "backup").rmdir()
+
+
+def finished_in_file(path: Path, state: RunState, stage: str) -> dict | None:
+    """The info of ``stage`` from its model file, when that file is this run's finished stage."""
+    if not path.is_file():
+        return None
+    record = saved_record(path)
+    if record and record.get("fingerprint") == state.fingerprint and record.get("stage") == stage:
+        return record.get("info")
+    return None
+
+
+def run_stage(state: RunState, stage: str, out: Path, model_file: str, train_fn) -> tuple:
+    """Run ``train_fn`` unless this stage already finished; returns (model, info).
+
+    The order of the end of a stage is what makes a kill anywhere harmless: the model file
+    (with the stage's record inside), then train_state.json, then the checkpoint removed."""
+    path = out / model_file
+    info = state.done(stage)
+    if info is None:
+        info = finished_in_file(path, state, stage)
+        if info is not None:  # killed after the model file was written, before the state
+            log.info("%s stage had finished in %s before the run was stopped: recording it", stage, out)
+            state.finish(stage, info)
+    if info and path.is_file():
+        log.info("%s stage already finished in %s: reusing %s (%d epochs)", stage, out, model_file,
+                 info.get("epochs_run", 0))
+        remove_backup(out, stage)
+        loader = load_qat_model if stage == "qat" else (
+            lambda p: keras.models.load_model(p, compile=False))
+        return loader(path), info
+    model, fitted = train_fn()
+    info = {"history": fitted.history, "epochs_run": len(fitted.history.get("loss", [])),
+            "wall_time_s": fitted.wall_time_s}
+    save_model(model, path, {"fingerprint": state.fingerprint, "stage": stage, "info": info})
+    state.finish(stage, info)
+    remove_backup(out, stage)
     return model, info
 
 
@@ -219,19 +383,15 @@ def train(config: TrainConfig, splits: Splits, out: Path) -> dict:
 
     def float_stage():
         model = build(config.arch, splits.contract.image_shape, len(splits.contract.labels))
-        history = fit(model, splits, config, stage="float", epochs=config.epochs,
-                      peak_lr=config.learning_rate, augment=True,
-                      backup_dir=out / "backup" / "float")
-        return model, history
+        return model, fit(model, splits, config, stage="float", epochs=config.epochs,
+                          peak_lr=config.learning_rate, augment=True, backup_dir=out / "backup" / "float")
 
     float_model, float_info = run_stage(state, "float", out, FLOAT_MODEL, float_stage)
 
     def qat_stage():
         model = quantize(float_model)
-        history = fit(model, splits, config, stage="qat", epochs=config.qat_epochs,
-                      peak_lr=config.qat_learning_rate, augment=True,
-                      backup_dir=out / "backup" / "qat")
-        return model, history
+        return model, fit(model, splits, config, stage="qat", epochs=config.qat_epochs,
+                          peak_lr=config.qat_learning_rate, augment=True, backup_dir=out / "backup" / "qat")
 
     qat_model, qat_info = run_stage(state, "qat", out, QAT_MODEL, qat_stage)
     return {"float": (float_model, float_info), "qat": (qat_model, qat_info)}

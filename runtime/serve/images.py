@@ -1,22 +1,69 @@
-"""Decode uploaded image bytes into the pixels the model's contract asks for, refusing bombs before decoding.
+"""Decode uploaded image bytes into the pixels the model's contract asks for, bounding the work by what it costs.
 
 One-channel models get a 2-D gray array (a JPEG's luma alone, the fastest path); three-channel
 models get a contiguous (height, width, 3) array in OpenCV's BGR order, as Predictor takes colour.
+
+Everything is judged from the header, before a single pixel is decoded (``check_cost``):
+
+- the size as declared (before JPEG's draft mode): at most ``max_pixels``;
+- the shape: beyond the working size, neither side may be more than 20 times the other (a 15 KB
+  PNG of 4 x 4,000,000 pixels is within 16 MP, but nothing could be made of it);
+- what the format's decoder costs (measured, below): compressed BMPs are decoded by Pillow in pure
+  Python, WebP through libwebp's animation decoder, progressive (and multi-scan) JPEGs hold every
+  DCT coefficient of the full image whatever the draft size.
+
+Decoded images larger than the working size (``WORK_SIDE``, about 1024 px) are shrunk at once
+(libjpeg's DCT scaling for JPEG, ``Image.reduce`` for the others), so nothing downstream sees a
+large array. Transparent images (RGBA, LA, PA, a palette or gray/RGB with a transparent colour)
+are composited on white, as a browser shows them on a white page: a dark garment cut out on a
+transparent background reads as a garment on a light backdrop. JPEG and MPO (many phones' JPEG
+with a second picture) are decoded alike, EXIF rotation applied.
 """
 
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
-FORMATS = ("PNG", "JPEG", "BMP", "WEBP")
+FORMATS = ("PNG", "JPEG", "BMP", "WEBP")  # what Image.open may try; see JPEG_FORMATS for MPO
+# Pillow opens a JPEG with an MP extension (a phone's MPO) through the JPEG plugin as format "MPO"
+# ("MPO" cannot be given to Image.open's formats): both are decoded the same way.
+JPEG_FORMATS = ("JPEG", "MPO")
+ACCEPTED = (*FORMATS, "MPO")
+WORK_SIDE = 1024  # decoded images are shrunk to a longest side between this and twice this
 # A JPEG larger than this is decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself (cheap,
 # and the object still spans far more pixels than a small model's input).
 JPEG_TARGET = (1024, 768)
+MAX_ASPECT = 20  # longest side / shortest side, for images longer than WORK_SIDE
+# What decoding costs, measured with Pillow 13 on a 2-core EPYC VM (a 16 MP image of noise, the
+# worst case; a flat image costs 2-4x less time, the same memory):
+#
+#   format              CPU ms/MP   held while decoding, bytes a pixel
+#   BMP                    1-3      the pixels (1-4)
+#   PNG                    5-10     the pixels (1-4)
+#   JPEG, baseline         6-10     the draft-scaled output only
+#   JPEG, progressive     24-32     + 2 for every DCT coefficient of every component (3 for 4:2:0 colour)
+#   WebP                  30-58     16: libwebp's two RGBA canvases, their copy, the image
+#   BMP, RLE4/RLE8       17-125     pure Python (Pillow's BmpRleDecoder) holding the GIL
+#
+# So: no decoder may hold more than an RGBA image at the pixel limit would (4 bytes a pixel,
+# 64 MB at the default), and the pure-Python decoder gets 1/16 of the pixels (1 MP, at most
+# about 0.13 s). Uncompressed and BI_BITFIELDS BMPs go through C (0.05 s for 16 MP).
+DECODE_BYTES_PER_PIXEL = 4
+WEBP_BYTES_PER_PIXEL = 16
+PYTHON_DECODER_SHARE = 16
+MAX_JPEG_SCANS = 64  # libjpeg's progressive scripts use 6-12; each scan is a pass over the coefficients
+BMP_RLE = (1, 2)  # BITMAPINFOHEADER compression: RLE8, RLE4
 SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that turn the picture by 90 degrees
+TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+             5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+             8: Image.Transpose.ROTATE_90}  # as ImageOps.exif_transpose, applied to the shrunk image
+# Any marker but a stuffed 0xFF00, a restart marker or fill bytes: what ends a scan's entropy-coded data.
+JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 
 
 class BadImage(ValueError):
@@ -27,53 +74,172 @@ class BadImage(ValueError):
         self.status = status
 
 
+class OverBudget(BadImage):
+    """An image larger than what its batch has left of its pixel budget (413)."""
+
+    def __init__(self, message: str):
+        super().__init__(413, message)
+
+
 @dataclass(frozen=True)
 class Decoded:
     pixels: np.ndarray  # uint8: (height, width) gray, or (height, width, 3) BGR
-    scale: float  # decoded pixels per pixel of the uploaded image (JPEG draft mode < 1)
+    scale: float  # decoded pixels per pixel of the uploaded image (< 1 when shrunk)
     size: tuple[int, int]  # width, height of the uploaded image, as the user sees it (EXIF orientation)
 
+    @property
+    def declared_pixels(self) -> int:
+        return self.size[0] * self.size[1]
 
-def decode(data: bytes, max_pixels: int, channels: int = 1) -> Decoded:
-    """PNG/JPEG/BMP/WebP bytes -> gray (``channels`` 1) or BGR (3) uint8; BadImage (4xx) for anything else."""
+
+def decode(data: bytes, max_pixels: int, channels: int = 1, budget: int | None = None) -> Decoded:
+    """PNG/JPEG/MPO/BMP/WebP bytes -> gray (``channels`` 1) or BGR (3) uint8, shrunk to the working size.
+
+    BadImage (4xx) for anything unusable or too costly; ``budget``: the pixels a batch has left."""
     if not data:
         raise BadImage(400, "empty body: send the image file's bytes")
+    image = open_image(data, max_pixels)
     try:
-        image = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
+        orientation = exif_orientation(image)
+        width, height = image.size
+        if orientation in SWAPPING_ORIENTATIONS:
+            width, height = height, width
+        check_cost(image, data, (width, height), max_pixels)
+        if budget is not None and width * height > budget:
+            raise OverBudget(f"this one is {width}x{height}; {max(budget, 0):,} pixels were left")
+        try:
+            if image.format in JPEG_FORMATS:
+                # gray: decode luma only; both: downscaled in the DCT when large
+                image.draft("L" if channels == 1 else "RGB", JPEG_TARGET)
+            image.load()
+            pixels = to_pixels(image, channels, orientation)
+        except Exception as e:  # truncated or corrupt pixel data
+            raise BadImage(400, f"cannot decode the image: {e}") from None
+    finally:
+        image.close()
+    return Decoded(pixels, max(pixels.shape[:2]) / max(width, height), (width, height))
+
+
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Read the header only; 415 for what is not an accepted image."""
+    try:
+        image = Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError:
         raise BadImage(415, f"not a {', '.join(FORMATS)} image") from None
     except Image.DecompressionBombError as e:  # Pillow's own, far higher limit
         raise BadImage(413, f"image over the limit of {max_pixels:,} pixels ({e})") from None
     except Exception as e:  # a header the plugin cannot parse
         raise BadImage(400, f"cannot read the image header: {e}") from None
-    width, height = image.size
-    if image.format == "JPEG":
-        # gray: decode luma only; both: downscaled in the DCT when large
-        image.draft("L" if channels == 1 else "RGB", JPEG_TARGET)
-    if image.size[0] * image.size[1] > max_pixels:  # before a single pixel is decoded
-        raise BadImage(413, f"image is {width}x{height} pixels; the limit is {max_pixels:,} pixels")
+    if image.format not in ACCEPTED:  # pragma: no cover - Image.open only tries FORMATS
+        image.close()
+        raise BadImage(415, f"not a {', '.join(FORMATS)} image")
+    return image
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1-8) of a JPEG/MPO/WebP photo; 1 (as stored) when absent or unreadable."""
+    if image.format not in (*JPEG_FORMATS, "WEBP"):
+        return 1
     try:
-        if image.format in ("JPEG", "WEBP"):
-            if image.getexif().get(ExifTags.Base.Orientation) in SWAPPING_ORIENTATIONS:
-                width, height = height, width
-            image = ImageOps.exif_transpose(image)  # phone photos: the orientation the user saw
-        pixels = _to_gray(image) if channels == 1 else _to_bgr(image)
-    except Exception as e:  # truncated or corrupt pixel data
-        raise BadImage(400, f"cannot decode the image: {e}") from None
-    return Decoded(pixels, max(pixels.shape[:2]) / max(width, height), (width, height))  # draft scales both sides alike
+        value = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:  # a broken EXIF block does not make the picture unusable
+        return 1
+    return value if isinstance(value, int) and value in TRANSPOSE else 1
 
 
-def _to_gray(image: Image.Image) -> np.ndarray:
+def check_cost(image: Image.Image, data: bytes, size: tuple[int, int], max_pixels: int) -> None:
+    """Refuse, from the header, an image whose decoding would cost more than the limits allow."""
+    width, height = size
+    if width * height > max_pixels:  # before a single pixel is decoded, before draft()
+        raise BadImage(413, f"image is {width}x{height} pixels; the limit is {max_pixels:,} pixels")
+    long, short = max(width, height), min(width, height)
+    if long > WORK_SIDE and long > MAX_ASPECT * short:
+        raise BadImage(422, f"image is {width}x{height} pixels: one side is more than {MAX_ASPECT} times "
+                            "the other; crop it to the object")
+    memory_budget = DECODE_BYTES_PER_PIXEL * max_pixels
+    if image.format == "BMP" and image.info.get("compression") in BMP_RLE:
+        limit = max_pixels // PYTHON_DECODER_SHARE
+        if width * height > limit:
+            raise BadImage(413, f"RLE-compressed BMP of {width}x{height} pixels; the limit for compressed BMPs "
+                                f"is {limit:,} pixels (send it uncompressed, or as PNG)")
+    elif image.format == "WEBP" and WEBP_BYTES_PER_PIXEL * width * height > memory_budget:
+        limit = memory_budget // WEBP_BYTES_PER_PIXEL
+        raise BadImage(413, f"WebP of {width}x{height} pixels; the limit for WebP is {limit:,} pixels "
+                            "(its decoder holds 16 bytes a pixel; send it as PNG or JPEG)")
+    elif image.format in JPEG_FORMATS:
+        scans = jpeg_scans(data) if data.count(b"\xff\xda") > 1 else 1  # count(): an upper bound, fast
+        if scans > MAX_JPEG_SCANS:
+            raise BadImage(413, f"JPEG with {scans} scans; the limit is {MAX_JPEG_SCANS}")
+        if image.info.get("progressive") or scans > 1:  # libjpeg keeps every coefficient until the last scan
+            needed = jpeg_coefficient_bytes(image)
+            if needed > memory_budget:
+                raise BadImage(413, f"progressive JPEG of {width}x{height} pixels needs {needed / 2**20:.0f} MB "
+                                    f"to decode; the limit is {memory_budget / 2**20:.0f} MB (about "
+                                    f"{memory_budget // 6:,} pixels of 4:4:4 colour; send it as baseline JPEG)")
+
+
+def jpeg_scans(data: bytes) -> int:
+    """How many scans (SOS markers) the JPEG's main image has, walking its segments (an EXIF thumbnail
+    inside APP1 is skipped with its segment)."""
+    scans, position, end = 0, 2, len(data)
+    for _ in range(100_000):  # bounded: every turn moves forward
+        if position + 4 > end or data[position] != 0xFF:
+            break
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker == 0xD9:  # EOI
+            break
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # no length
+            position += 2
+            continue
+        position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
+        if marker == 0xDA:  # SOS: then entropy-coded data up to the next marker
+            scans += 1
+            found = JPEG_MARKER.search(data, position)
+            if found is None:
+                break
+            position = found.start()
+    return scans
+
+
+def jpeg_coefficient_bytes(image: Image.Image) -> int:
+    """libjpeg's whole-image coefficient buffer: 2 bytes for each DCT coefficient of each component,
+    by the components' sampling factors (Pillow's ``layer``: id, horizontal, vertical, table)."""
+    width, height = image.size
+    layers = getattr(image, "layer", None) or [(None, 1, 1, 0)] * len(image.getbands())
+    h_max = max(layer[1] for layer in layers) or 1
+    v_max = max(layer[2] for layer in layers) or 1
+    return sum(ceil_div(ceil_div(width * h, h_max), 8) * ceil_div(ceil_div(height * v, v_max), 8) * 64 * 2
+               for _, h, v, _ in layers)
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def to_pixels(image: Image.Image, channels: int, orientation: int = 1) -> np.ndarray:
+    """A loaded image -> uint8 gray or BGR, shrunk to the working size, on white, as the user sees it."""
     if image.mode.startswith("I;16"):  # 16-bit PNG: Pillow's convert("L") would clip, not scale
-        return (np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8)
-    if image.mode != "L":
-        image = image.convert("L")
-    return np.asarray(image)
-
-
-def _to_bgr(image: Image.Image) -> np.ndarray:
-    if image.mode.startswith("I;16"):  # 16-bit gray: scaled as on the gray path, then three equal channels
-        return np.repeat(_to_gray(image)[..., None], 3, axis=2)
+        image = Image.fromarray((np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8), "L")
+    transparent = image.has_transparency_data
+    if transparent:  # premultiplied, so that shrinking averages what is seen
+        image = (image if image.mode == "RGBA" else image.convert("RGBA")).convert("RGBa")
+    elif image.mode not in ("L", "RGB"):  # palette, bilevel, CMYK, 32-bit
+        image = image.convert("L" if channels == 1 and image.mode in ("1", "P", "I", "F") else "RGB")
+    factor = max(image.size) // WORK_SIDE
+    if factor >= 2:
+        image = image.reduce(factor)
+    if transparent:
+        premultiplied = np.asarray(image)
+        # over white: c * a / 255 + 255 * (1 - a / 255), and c * a / 255 is the premultiplied value
+        rgb = premultiplied[..., :3] + (255 - premultiplied[..., 3:])
+        image = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
+    if orientation in TRANSPOSE:
+        image = image.transpose(TRANSPOSE[orientation])
+    if channels == 1:
+        return np.asarray(image if image.mode == "L" else image.convert("L"))
     if image.mode != "RGB":
-        image = image.convert("RGB")  # gray, palette, alpha (dropped), CMYK
+        image = image.convert("RGB")  # gray
     return np.ascontiguousarray(np.asarray(image)[..., ::-1])

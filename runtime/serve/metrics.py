@@ -1,12 +1,20 @@
-"""Prometheus metrics, shared by every worker process through prometheus-client's multiprocess mode."""
+"""Prometheus metrics, shared by every worker process through prometheus-client's multiprocess mode.
+
+prometheus-client decides once, when it is first imported, where metric values live: in files
+under ``PROMETHEUS_MULTIPROC_DIR`` if that variable is set then, else in the process's memory.
+``exposition`` follows that decision (not the variable's value now), so /metrics has every
+counter however the process came to import it: one worker serving in the process that parsed
+the command line (values in memory), or several workers started with the directory set.
+"""
 
 from __future__ import annotations
 
-import os
 from time import perf_counter
 
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram,
-                               generate_latest, multiprocess)
+                               disable_created_metrics, generate_latest, multiprocess, values)
+
+disable_created_metrics()  # no *_created series: several workers' exposition has none either
 
 REQUESTS = Counter("fashion_edge_requests", "HTTP requests by route and status", ["route", "status"])
 LATENCY = Histogram("fashion_edge_request_duration_seconds", "Time from request to response, by route", ["route"],
@@ -14,12 +22,21 @@ LATENCY = Histogram("fashion_edge_request_duration_seconds", "Time from request 
 PREDICTIONS = Counter("fashion_edge_predictions", "Classified images by predicted label", ["label"])
 MODEL = Gauge("fashion_edge_model_info", "The model this server answers with", ["file", "version"],
               multiprocess_mode="max")
+REFUSED = Counter("fashion_edge_refused_connections", "Connections closed before a request reached the app, "
+                  "by reason: header_timeout, header_too_large, evicted (idle, to make room), connection_limit",
+                  ["reason"])
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
+def shared() -> bool:
+    """Whether metric values live in PROMETHEUS_MULTIPROC_DIR files, summed over worker processes,
+    rather than in this process's memory (fixed when prometheus-client was imported)."""
+    return values.ValueClass is not values.MutexValue
+
+
 def exposition() -> bytes:
-    """All workers' metrics when they share a PROMETHEUS_MULTIPROC_DIR, else this process's."""
-    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    """All workers' metrics when their values live in the shared directory, else this process's."""
+    if not shared():
         return generate_latest(REGISTRY)
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
