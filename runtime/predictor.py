@@ -32,7 +32,7 @@ def default_model() -> Path:
 
 def is_model_pixels(image: object, contract: Contract) -> bool:
     """uint8 pixels already of the model's input shape (gray; colour in BGR order): no preprocessing."""
-    if not (isinstance(image, np.ndarray) and image.dtype == np.uint8):
+    if not (type(image) is np.ndarray and image.dtype == np.uint8):  # subclasses (np.matrix) go the long way
         return False
     h, w, c = contract.image_shape
     return image.shape == (h, w, c) or (c == 1 and image.shape == (h, w))

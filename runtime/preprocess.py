@@ -59,6 +59,7 @@ def validate(image: object) -> np.ndarray:
     """Check an input image; raise ValueError that says what was expected."""
     if not isinstance(image, np.ndarray):
         raise ValueError(f"expected a numpy array image, got {type(image).__name__}")
+    image = np.asarray(image)  # a subclass (np.matrix, a masked array) as the plain array it holds
     if image.dtype.type not in SUPPORTED_DTYPES:
         raise ValueError(f"unsupported dtype {image.dtype}; expected uint8 (0-255), uint16, "
                          "or float (0-1)")

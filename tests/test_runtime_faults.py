@@ -132,3 +132,12 @@ def test_a_model_without_a_checksum_still_loads(tmp_path):
     assert Predictor(tmp_path / "plain.onnx").labels == Predictor(BUNDLED["int8.onnx"]).labels
     shutil.copy(BUNDLED["int8.onnx"], tmp_path / "copy.onnx")
     assert Predictor(tmp_path / "copy.onnx").info.raw["integrity"]["sha256"]
+
+
+def test_array_subclasses_are_read_as_the_array_they_hold(images):
+    predictor = Predictor(num_threads=1)
+    want = predictor.predict(images[0]).probabilities
+    for odd in (np.asmatrix(images[0]), np.ma.masked_array(images[0]), np.asfortranarray(images[0]),
+                images[0][:, ::-1][:, ::-1]):
+        np.testing.assert_array_equal(predictor.predict(odd).probabilities, want)
+        np.testing.assert_array_equal(predictor.predict_batch([odd])[0].probabilities, want)

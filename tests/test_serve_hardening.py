@@ -543,3 +543,61 @@ def test_two_workers_read_the_token_file_and_sum_their_metrics(start_server, tmp
     for _ in range(20):  # new connections: the kernel spreads them over both workers
         healthz_seconds(url)
     assert requests_counted(httpx.get(f"{url}/metrics").text, "/healthz") == before + 20
+
+
+def test_trickled_bodies_do_not_lock_clients_out(one_worker):
+    """Sockets that send a request's headers, then its body a byte at a time: at the socket cap the
+    least recently active is closed, so /healthz and real work still get through."""
+    url, port = one_worker
+    head = (b"POST /v1/classify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+            b"Content-Length: 100000\r\n\r\n")
+    tricklers = []
+    try:
+        for _ in range(150):  # more than --max-connections 100
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(head + b"\x89P")
+            s.setblocking(False)
+            tricklers.append(s)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            for s in tricklers:
+                try:
+                    s.send(b"x")
+                except OSError:
+                    pass
+            assert healthz_seconds(url) < 0.5
+            time.sleep(0.2)
+        answer = httpx.post(f"{url}/v1/classify", content=PNG, headers={"Content-Type": "image/png"}, timeout=5)
+        assert answer.status_code == 200
+    finally:
+        for s in tricklers:
+            s.close()
+
+
+def test_uploads_arriving_at_once_share_a_memory_budget(start_server):
+    """Many large bodies held half-sent: beyond the worker's body budget (8 x --max-bytes) the next
+    chunk gets a 503 at once, instead of every upload holding its megabytes until its timeout."""
+    max_bytes = 1_000_000
+    url, _ = start_server("--max-bytes", str(max_bytes), "--body-timeout", "30")
+    port = int(url.rsplit(":", 1)[1])
+    head = (b"POST /v1/classify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+            b"Content-Length: %d\r\n\r\n" % max_bytes)
+    uploads = []
+    try:
+        for _ in range(24):  # 24 x 0.9 MB held: three times the budget
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(head + b"\0" * 900_000)
+            uploads.append(s)
+        time.sleep(1)
+        refused = 0
+        for s in uploads:
+            s.setblocking(False)
+            try:
+                refused += s.recv(64).startswith(b"HTTP/1.1 503")
+            except BlockingIOError:
+                pass
+        assert refused >= 24 - 8, refused
+        assert healthz_seconds(url) < 0.5
+    finally:
+        for s in uploads:
+            s.close()

@@ -75,6 +75,7 @@ CONFIG_ENV = "FASHION_EDGE_SERVE_CONFIG"
 ROI_PATTERN = r"^[0-9]{1,6},[0-9]{1,6},[1-9][0-9]{0,5},[1-9][0-9]{0,5}$"
 WORK_THREADS = 1  # decodes + inferences at once per worker process (one worker per core)
 QUEUE_BODIES = 4  # requests waiting for the worker thread hold at most this many --max-bytes of bodies
+READING_BODIES = 8  # bodies being read and waiting together: at most this many --max-bytes (503 beyond)
 RETRY_AFTER = "1"  # seconds, with a 503
 TRIM_PIXELS = 4_000_000  # after decoding this many pixels, give the freed memory back to the system
 DEFAULT_TOP_K = 3  # or every label, for a model with fewer
@@ -253,6 +254,7 @@ class WorkQueue:
     def __init__(self, threads: int, max_waiting: int, max_bytes: int):
         self.threads, self.max_waiting, self.max_bytes = threads, max_waiting, max_bytes
         self.pending = self.pending_bytes = 0  # running or waiting; changed on the event loop only
+        self.reading = 0  # body bytes of uploads still arriving (read_body); on the event loop only
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
         self.workers: list[threading.Thread] = []
 
@@ -594,7 +596,7 @@ async def read_images(request: Request, service: Service, batch: bool) -> list[b
         raise HTTPException(415, f"content type {kind or 'missing'!r}: send {expected} "
                                  "(with `image` fields for multipart)")
     service.work.check()  # a full queue: 503 before the body is even read
-    body = await read_body(request, config)
+    body = await read_body(request, config, service.work, READING_BODIES * config.max_bytes)
     if kind.startswith("image/"):
         return [body]
     images = multipart_images(request.headers["content-type"], body, config.max_batch if batch else 1)
@@ -603,7 +605,10 @@ async def read_images(request: Request, service: Service, batch: bool) -> list[b
     return images
 
 
-async def read_body(request: Request, config: ServeConfig) -> bytes:
+async def read_body(request: Request, config: ServeConfig, work: WorkQueue, budget: int) -> bytes:
+    """The body, counted as it arrives against --max-bytes and, with every other upload of this
+    worker still arriving or waiting for the work thread, against ``budget`` (503 beyond): many
+    slow uploads at once cannot hold more memory than that."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > config.max_bytes:
         raise HTTPException(413, f"body of {int(declared):,} bytes; the limit is {config.max_bytes:,}")
@@ -612,13 +617,19 @@ async def read_body(request: Request, config: ServeConfig) -> bytes:
         with anyio.fail_after(config.body_timeout):
             async for chunk in request.stream():  # chunked uploads are counted as they come
                 size += len(chunk)
+                work.reading += len(chunk)
                 if size > config.max_bytes:
                     raise HTTPException(413, f"body over the limit of {config.max_bytes:,} bytes")
+                if work.reading + work.pending_bytes > budget:
+                    raise HTTPException(503, "busy: too many uploads arriving at once; try again shortly",
+                                        headers={"Retry-After": RETRY_AFTER})
                 chunks.append(chunk)
     except TimeoutError:
         raise HTTPException(408, f"the body did not arrive within {config.body_timeout:g} s") from None
     except ClientDisconnect:  # nobody will read the answer; counted as a 400, not logged as a crash
         raise HTTPException(400, "the client went away before sending the whole body") from None
+    finally:
+        work.reading -= size
     return b"".join(chunks)
 
 

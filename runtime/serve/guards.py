@@ -10,8 +10,9 @@ where httptools is not installed):
 - a head may be at most ``max_header_bytes``, counted as the bytes arrive and before the parser
   sees them; beyond it 431 and the socket is closed (httptools builds a header that arrives in
   many pieces by concatenation: quadratic in its size).
-- at most ``max_connections`` open sockets per worker; at the limit the socket that has waited
-  longest for a request head is closed to make room, so idle sockets cannot lock clients out.
+- at most ``max_connections`` open sockets per worker; at the limit the least recently active
+  socket that owes the server bytes (a request head, or the rest of a body) is closed to make
+  room, so neither idle nor trickling sockets can lock clients out.
 
 Requests (ASGI middleware, added by ``runtime.serve.app.add_middleware``):
 
@@ -298,7 +299,9 @@ def connection_limits() -> ConnectionLimits:
 
 
 LINGER_SECONDS = 1.0  # after a 408 or 431, what the client still sends is discarded this long, then closed
-# Per server (one per worker process): the connections waiting for a request head, oldest first.
+# Per server (one per worker process): the connections that owe the server bytes (waiting for a
+# request head, or in the middle of a request's body), least recently active first: at the socket
+# cap the first is closed, so neither idle nor trickling sockets can lock clients out.
 _WAITING: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -332,7 +335,7 @@ class HeadGuard:
         self.limits = connection_limits()
         waiting = _WAITING.setdefault(self.server_state, {})
         if len(self.connections) > self.limits.max_connections:
-            if waiting:  # make room: close the socket that has waited longest for a request
+            if waiting:  # make room: close the socket that has owed us bytes longest
                 next(iter(waiting)).drop("evicted")
             else:  # every socket is busy with a request: this one cannot be served now
                 self.drop("connection_limit")
@@ -380,6 +383,12 @@ class HeadGuard:
             return
         self._head_timer = self.loop.call_later(self.limits.header_timeout, self.head_timed_out)
         _WAITING.setdefault(self.server_state, {})[self] = None
+
+    def receiving_body(self) -> None:
+        """A body's bytes arrived (or are due): this socket is now the most recently active."""
+        waiting = _WAITING.setdefault(self.server_state, {})
+        waiting.pop(self, None)
+        waiting[self] = None
 
     def head_done(self) -> None:
         if self._head_timer is not None:
@@ -442,9 +451,15 @@ else:
         def on_headers_complete(self) -> None:
             self._awaiting_head = False
             self.head_done()
+            self.receiving_body()  # until on_message_complete
             super().on_headers_complete()
 
+        def on_body(self, body: bytes) -> None:
+            self.receiving_body()
+            super().on_body(body)
+
         def on_message_complete(self) -> None:
+            self.head_done()
             super().on_message_complete()
             self._awaiting_head = True
             self._head_bytes = 0
@@ -483,6 +498,9 @@ else:
                 if self._head_timer is None:
                     self._head_bytes = 0
                 self.await_head()
+            elif self.conn.their_state is h11.SEND_BODY:
+                self.head_done()
+                self.receiving_body()
             else:
                 self.head_done()
 
