@@ -1,6 +1,11 @@
 """python -m camera_demo: classify webcam frames in real time (window or headless).
 
-Keys in the window: q or Esc quits, s saves a screenshot, space pauses.
+Keys in the window: q or Esc quits, s saves a screenshot, space pauses, c (with --collect)
+saves the guide box's crop as a training image.
+
+Collecting (``--collect DIR --label NAME``): the guide box's crop (the whole frame for files)
+goes to DIR/NAME/NAME_YYYYmmdd_HHMMSS_NNNN.png, the layout ``python -m train --data DIR`` reads:
+with the c key in the window, every ``--collect-every`` frames with --headless.
 Exit codes: 0 the stream ended or you quit, 2 no source/model, or --record cannot be written
 (read-only, full disk: a file already there is left as it was), 3 the camera was lost,
 130 interrupted (Ctrl-C or SIGTERM).
@@ -28,11 +33,12 @@ import cv2
 import numpy as np
 
 from camera_demo.capture import CaptureThread
-from camera_demo.overlay import FpsMeter, draw_overlay, guide_box
+from camera_demo.overlay import FpsMeter, draw_note, draw_overlay, guide_box
 from camera_demo.sources import Source, SourceError, open_source
 from camera_demo.video import CannotWrite, Recorder, check_record_path, video_writer
 from runtime import ModelError, Prediction, Predictor, Roi
-from runtime.files import atomic_path
+from runtime.collect import check_label, new_image_path
+from runtime.files import atomic_path, check_writable, write_error
 
 EXIT_OK, EXIT_NO_SOURCE, EXIT_LOST, EXIT_INTERRUPTED = 0, 2, 3, 130
 EXIT_CANNOT_WRITE = 2
@@ -40,7 +46,8 @@ EXIT_CODES = {"lost": EXIT_LOST, "no-display": EXIT_NO_SOURCE, "interrupted": EX
 # "closed": stdout was closed by its reader; like "ended" and "quit", exit 0
 WINDOW = "fashion-edge camera demo"
 RECORD_FPS = 30.0
-KEYS = {ord("q"): "quit", 27: "quit", ord("s"): "screenshot", ord(" "): "pause"}  # 27: Esc
+KEYS = {ord("q"): "quit", 27: "quit", ord("s"): "screenshot", ord(" "): "pause",  # 27: Esc
+        ord("c"): "collect"}
 
 
 # --- the command line ---------------------------------------------------------------------
@@ -49,6 +56,14 @@ def roi_arg(text: str) -> Roi:
     """``--roi x,y,w,h`` as a ``Roi``; argparse reports a malformed one as a usage error."""
     try:
         return Roi.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def label_arg(text: str) -> str:
+    """``--label NAME``: a class folder's name; argparse reports a bad one as a usage error."""
+    try:
+        return check_label(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
@@ -74,7 +89,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--screenshots", type=Path, default=Path("."), help="where 's' saves PNGs")
     p.add_argument("--reconnect", type=float, default=5.0,
                    help="seconds to wait for a vanished camera to come back")
+    p.add_argument("--collect", type=Path, default=None, metavar="DIR",
+                   help="save training images into DIR/LABEL/ (the layout `python -m train --data DIR` reads): "
+                        "the guide box's crop (the whole frame for files) with the c key, or every "
+                        "--collect-every frames with --headless")
+    p.add_argument("--label", type=label_arg, default=None, metavar="NAME",
+                   help="the class of the collected images: their folder's name (letters, digits, spaces; "
+                        "no / or \\, no leading dot, at most 64 characters)")
+    p.add_argument("--collect-every", type=int, default=10, metavar="N",
+                   help="with --headless, save every N-th frame (default 10)")
     args = p.parse_args(argv)
+    if (args.collect is None) != (args.label is None):
+        p.error("--collect DIR and --label NAME go together")
+    if args.collect_every < 1:
+        p.error("--collect-every must be at least 1")
     if args.top_k < 1:
         p.error("--top-k must be at least 1")
     if args.width < 32 or args.height < 32:
@@ -131,8 +159,29 @@ def emit_json_line(record: dict, flush: bool = False) -> bool:
 
 
 def handle_key(key: int) -> str | None:
-    """A key pressed in the window (``cv2.waitKey`` & 0xFF): "quit", "screenshot", "pause" or None."""
+    """A key pressed in the window (``cv2.waitKey`` & 0xFF): "quit", "screenshot", "pause", "collect" or None."""
     return KEYS.get(key)
+
+
+def roi_crop(frame: np.ndarray, roi: Roi | None) -> np.ndarray:
+    """A copy of what the model looks at: ``roi`` of ``frame``, or all of it (taken before the overlay is drawn)."""
+    if roi is None:
+        return frame.copy()
+    x, y, w, h = roi
+    return frame[y:y + h, x:x + w].copy()
+
+
+def save_training_image(image: np.ndarray, folder: Path, label: str, number: int) -> Path | None:
+    """Save ``image`` as a PNG under a new name in ``folder``; a failure is reported and the demo goes on."""
+    path = new_image_path(folder, label, number)
+    try:
+        with atomic_path(path) as tmp:
+            if not cv2.imwrite(str(tmp), image):
+                raise OSError(f"OpenCV could not write {tmp.name}")
+    except OSError as e:
+        print(f"warning: {write_error(e, path)}", file=sys.stderr)
+        return None
+    return path
 
 
 def save_screenshot(frame: np.ndarray, folder: Path, number: int) -> Path | None:
@@ -181,11 +230,14 @@ class Demo:
     infer_ms: float = 0.0
     recorder: Recorder | None = None
     fps: FpsMeter = field(default_factory=FpsMeter)
+    collected: int = 0  # training images saved (--collect)
+    crop: np.ndarray | None = None  # the current frame's clean guide-box crop, while collecting
 
     def __post_init__(self):
         self.top_k = shown_top_k(self.args.top_k, self.predictor.contract.labels)
         self.emit = self.args.headless or self.args.json
         self.window = None if self.args.headless else WINDOW
+        self.collect_folder = self.args.collect / self.args.label if self.args.collect is not None else None
 
     def loop(self, capture: CaptureThread, stop: StopFlag) -> str:
         """Take frames until something stops the demo; the reason."""
@@ -209,17 +261,37 @@ class Demo:
         """Classify, draw, record, log and show one frame; a reason to stop, if any."""
         height, width = frame.shape[:2]
         roi = frame_roi(self.args.roi, self.source, width, height)
+        if self.collect_folder is not None:
+            self.crop = roi_crop(frame, roi)  # before the overlay is drawn on the frame
         if not self.paused:
             self.prediction, self.infer_ms = classify(self.predictor, frame, roi)
         draw_overlay(frame, self.prediction, roi, self.fps.tick(), self.infer_ms, self.top_k)
         latency_ms = (time.perf_counter() - stamp) * 1e3
         self.latencies.append(latency_ms)
         self.frames += 1
+        saved = None
+        if self.collect_folder is not None and self.args.headless and self.frames % self.args.collect_every == 0:
+            saved = self.collect()
+        if self.collect_folder is not None:
+            draw_note(frame, f"{self.args.label}: {self.collected} saved")
         self.record(frame)
-        if self.emit and not emit_json_line(frame_record(self.frames, time.perf_counter() - self.started,
-                                                         self.prediction, latency_ms, self.infer_ms)):
+        reason = None
+        if self.window:  # before the JSON line, which then says what the c key saved
+            reason, saved = self.show(frame)
+        line = frame_record(self.frames, time.perf_counter() - self.started, self.prediction, latency_ms,
+                            self.infer_ms)
+        if saved is not None:
+            line["saved"] = str(saved)
+        if self.emit and not emit_json_line(line):
             return "closed"
-        return self.show(frame) if self.window else None
+        return reason
+
+    def collect(self) -> Path | None:
+        """Save the current crop into the label's folder; its path, or None when it could not be written."""
+        saved = save_training_image(self.crop, self.collect_folder, self.args.label, self.collected + 1)
+        if saved is not None:
+            self.collected += 1
+        return saved
 
     def record(self, frame: np.ndarray) -> None:
         """Append to ``--record``, opened at the first frame's size; a frame of another size (an
@@ -232,19 +304,23 @@ class Demo:
                 video_writer(self.args.record, RECORD_FPS, (width, height)))
         self.recorder.write(frame)
 
-    def show(self, frame: np.ndarray) -> str | None:
-        """Show the frame and act on a key; "no-display" or "quit" stop the demo."""
+    def show(self, frame: np.ndarray) -> tuple[str | None, Path | None]:
+        """Show the frame and act on a key: a reason to stop ("no-display" or "quit"), if any, and
+        the training image the c key saved, if any."""
         try:
             cv2.imshow(self.window, frame)
         except cv2.error:
             print("error: cannot open a window (no display?): use --headless", file=sys.stderr)
-            return "no-display"
+            return "no-display", None
         action = handle_key(cv2.waitKey(1) & 0xFF)
+        saved = None
         if action == "screenshot":
             save_screenshot(frame, self.args.screenshots, self.frames)
         elif action == "pause":
             self.paused = not self.paused
-        return "quit" if action == "quit" else None
+        elif action == "collect" and self.collect_folder is not None:
+            saved = self.collect()
+        return ("quit" if action == "quit" else None), saved
 
 
 # --- the end ---------------------------------------------------------------------------------
@@ -295,6 +371,13 @@ def run(args: argparse.Namespace) -> int:
     except CannotWrite as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CANNOT_WRITE
+    if args.collect is not None:
+        folder = args.collect / args.label
+        try:
+            check_writable(folder)  # before the model and the camera, not at the first saved frame
+        except OSError as e:
+            print(f"error: cannot write {folder}: {e.strerror or e}", file=sys.stderr)
+            return EXIT_CANNOT_WRITE
     opened = open_inputs(args)
     if opened is None:
         return EXIT_NO_SOURCE
@@ -312,7 +395,11 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_CANNOT_WRITE
     result = summary(demo.frames, time.perf_counter() - demo.started, demo.latencies, capture.dropped,
                      demo.source.name, demo.predictor.model_path, reason)
+    if demo.collect_folder is not None:
+        result["collected"] = demo.collected
     report(result, demo.emit, args.reconnect)
+    if demo.collect_folder is not None and not demo.emit and reason != "closed":
+        print(f"{demo.collected} images saved in {demo.collect_folder}", file=sys.stderr)
     return exit_code(reason)
 
 

@@ -70,3 +70,12 @@ def draw_overlay(frame: np.ndarray, prediction: Prediction | None, roi: Roi | No
     cv2.putText(frame, f"{fps:5.1f} FPS  {infer_ms:4.1f} ms", (6, panel_h - 6), FONT, 0.45, TEXT, 1,
                 cv2.LINE_AA)
     return frame
+
+
+def draw_note(frame: np.ndarray, text: str) -> np.ndarray:
+    """One line at the bottom left (e.g. "red cup: 12 saved" while collecting), in place."""
+    (w, h), _ = cv2.getTextSize(text, FONT, 0.55, 1)
+    bottom = frame.shape[0] - 6
+    cv2.rectangle(frame, (0, bottom - h - 8), (w + 12, frame.shape[0]), PANEL, -1)
+    cv2.putText(frame, text, (6, bottom - 2), FONT, 0.55, TEXT, 1, cv2.LINE_AA)
+    return frame

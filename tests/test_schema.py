@@ -5,11 +5,16 @@ in-process, a bounded number of examples per operation.
 
 Image bodies are real images of every accepted format (as a client sends them): what a
 schema cannot say is whether some bytes are a decodable image. Likewise it cannot say that a
-roi must fit inside the uploaded image: a valid request may get 422 for that reason, and for no
-other (``only_roi_outside_the_image``).
+roi must fit inside the uploaded image, nor that a label must take at most 255 bytes in UTF-8 (a
+folder name; the schema limits its characters): a valid request may get 422 for those reasons, and
+for no other (``only_roi_outside_the_image``). POST /v1/collect is enabled (it saves into a
+temporary folder), so it is tested too.
 """
 
+import atexit
 import io
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
@@ -49,18 +54,21 @@ config = SchemathesisConfig.from_dict({
     # makes sure that every 422 to a valid request is that one.
     "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "422"]}},
 })
-app = create_app(ServeConfig(max_batch=4, max_bytes=2_000_000))
+COLLECTED = tempfile.mkdtemp(prefix="schema-collect-")
+atexit.register(shutil.rmtree, COLLECTED, ignore_errors=True)
+app = create_app(ServeConfig(max_batch=4, max_bytes=2_000_000, collect=COLLECTED))
 schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=config)
 
 
 @schemathesis.check
 def only_roi_outside_the_image(ctx, response, case) -> bool | None:
-    """A valid request (by the schema) answered 422: only because its roi falls outside the image."""
+    """A valid request (by the schema) answered 422: only because its roi falls outside the image (or its
+    label, of at most 64 characters, takes more than 255 bytes in UTF-8)."""
     meta = case.meta
     if meta is None or not meta.generation.mode.is_positive or response.status_code != 422:
         return None
     detail = response.json().get("detail", "")
-    assert "does not fit inside" in detail, f"a valid request was refused: {detail}"
+    assert "does not fit inside" in detail or "bytes in UTF-8" in detail, f"a valid request was refused: {detail}"
     return None
 
 
@@ -86,6 +94,15 @@ def test_the_schema_says_what_the_server_refuses():
     batch = document["paths"]["/v1/classify/batch"]["post"]
     items = batch["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]["image"]
     assert items["minItems"] == 1 and items["maxItems"] == 4
-    for operation in (classify, batch):
-        assert {"200", "400", "401", "403", "408", "413", "415", "422", "503"} <= set(operation["responses"])
+    collect = document["paths"]["/v1/collect"]["post"]
+    for operation in (classify, batch, collect):
+        assert {"400", "401", "403", "408", "413", "415", "422", "503"} <= set(operation["responses"])
         assert "Retry-After" in operation["responses"]["503"]["headers"]
+    assert {"201", "409", "507"} <= set(collect["responses"]) and "200" in classify["responses"]
+    label = next(p for p in collect["parameters"] if p["name"] == "label")
+    assert label["required"]
+    pattern = label["schema"]["pattern"].replace("$", r"\Z")
+    for bad in (".", "..", ".hidden", "a/b", "a\\b", " a", "a ", "a\n", "a\x00", "x" * 65):
+        assert not re.search(pattern, bad), bad
+    for good in ("red cup", "T-shirt", "Ärmel", "靴", "x" * 64, "a.b"):
+        assert re.search(pattern, good), good

@@ -122,8 +122,42 @@ def test_without_a_camera_a_picked_file_is_classified(page_url, fashion, tmp_pat
         driver.find_element(By.ID, "file").send_keys(str(path))
         assert shown_label(driver) == "Ankle boot"
         assert driver.find_element(By.ID, "still").is_displayed()
+        assert not driver.find_element(By.ID, "collect-form").is_displayed()  # the server does not collect
     finally:
         driver.quit()
+
+
+def test_the_collect_panel_saves_to_the_typed_label(start_server, tmp_path):
+    """A server started with --collect: the page shows the collect panel; with no camera, the picked
+    image is saved to DIR/LABEL/ and the panel counts it."""
+    collected = tmp_path / "collected"
+    url, _ = start_server("--collect", str(collected))
+    picture = np.full((90, 120, 3), 240, np.uint8)
+    picture[20:70, 30:90] = (40, 60, 200)
+    path = tmp_path / "cup.png"
+    cv2.imwrite(str(path), picture)
+    driver = chromium()
+    try:
+        driver.get(url)
+        form = driver.find_element(By.ID, "collect-form")
+        WebDriverWait(driver, 20).until(lambda _: form.is_displayed())
+        button = driver.find_element(By.ID, "collect-button")
+        assert not button.is_enabled()  # no label yet
+        driver.find_element(By.ID, "collect-label").send_keys("red cup")
+        assert button.text == "Save to red cup"
+        button.click()  # nothing to save yet: no camera, no picked image
+        WebDriverWait(driver, 20).until(lambda d: d.find_element(By.ID, "collect-status").text)
+        driver.find_element(By.ID, "file").send_keys(str(path))
+        shown_label(driver)
+        for count in (1, 2):
+            button.click()
+            WebDriverWait(driver, 20).until(
+                lambda d, n=count: d.find_element(By.ID, "collect-count").text == f"red cup: {n} saved")
+        assert driver.find_element(By.ID, "collect-status").text == ""
+    finally:
+        driver.quit()
+    saved = sorted((collected / "red cup").glob("*.png"))
+    assert len(saved) == 2 and cv2.imread(str(saved[0]), cv2.IMREAD_UNCHANGED).shape == (90, 120)
 
 
 def test_the_page_follows_the_model_s_contract_behind_a_token(start_server, tmp_path):

@@ -57,9 +57,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ssl-certfile", help="serve HTTPS (phones only give a page the camera over HTTPS)")
     p.add_argument("--ssl-keyfile")
     p.add_argument("--access-log", action="store_true", help="log every request (costs throughput)")
+    p.add_argument("--collect", metavar="DIR", default=None,
+                   help="enable POST /v1/collect?label=NAME: uploads are saved as PNGs in DIR/NAME/ (the layout "
+                        "`python -m train --data DIR` reads); without it, that route answers 404")
+    p.add_argument("--collect-max", type=int, default=d.collect_max, metavar="N",
+                   help="images kept per label folder; beyond it 409")
+    p.add_argument("--collect-max-labels", type=int, default=d.collect_max_labels, metavar="N",
+                   help="label folders; a new label beyond it gets 409")
     args = p.parse_args(argv)
     for name in ("port", "workers", "threads", "max_bytes", "max_pixels", "max_batch", "max_concurrent",
-                 "max_connections"):
+                 "max_connections", "collect_max", "collect_max_labels"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.max_batch_pixels is not None and args.max_batch_pixels < args.max_pixels:
@@ -81,6 +88,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.allowed_hosts, args.allow_ip_hosts = guards.allowed_hosts_for(args.host, args.allowed_host)
     except ValueError as e:  # TokenError, or a malformed --allowed-host
         p.error(str(e))
+    if args.collect is not None:
+        from runtime.files import check_writable
+
+        args.collect = os.path.abspath(args.collect)  # workers may start elsewhere
+        try:
+            check_writable(args.collect)
+        except OSError as e:
+            p.error(f"--collect: cannot write {args.collect}: {e.strerror or e}")
     return args
 
 
@@ -124,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                          allowed_hosts=args.allowed_hosts, allow_ip_hosts=args.allow_ip_hosts,
                          max_concurrent=args.max_concurrent, header_timeout=args.header_timeout,
                          max_header_bytes=args.max_header_bytes, max_connections=args.max_connections,
-                         max_batch_pixels=args.max_batch_pixels)
+                         max_batch_pixels=args.max_batch_pixels, collect=args.collect,
+                         collect_max=args.collect_max, collect_max_labels=args.collect_max_labels)
     try:  # fail here, once, rather than in every worker
         model_path = Predictor(args.model, num_threads=1).model_path
     except (ModelError, ValueError) as e:
@@ -146,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     hosts = "any" if "*" in args.allowed_hosts else ", ".join(
         (["any IP address"] if args.allow_ip_hosts else []) + list(args.allowed_hosts))
     print(f"answering Host: {hosts} (more with --allowed-host)", flush=True)
+    if args.collect:
+        print(f"collecting: POST /v1/collect saves images in {args.collect}/LABEL/", flush=True)
     try:
         uvicorn.run("runtime.serve.app:app_from_env", factory=True, host=args.host, port=args.port,
                     workers=args.workers, http=guards.PROTOCOL, ws="none",

@@ -10,7 +10,8 @@ The pieces, in the order a request meets them:
   ``add_routes`` and ``add_middleware``.
 - ``add_middleware``: Prometheus counting and timing of every request, CORS when asked for.
 - ``add_routes``: /v1 (behind ``authorize`` when a token is set), /healthz, /metrics, the page.
-- the route handlers (``classify``, ``classify_batch``, ``model_metadata``): parse the query
+- the route handlers (``classify``, ``classify_batch``, ``model_metadata``, and ``collect`` when the
+  server was started with --collect DIR): parse the query
   (``parse_top_k``, ``parse_roi``), read the upload (``read_images``), hand the work to the
   service's ``WorkQueue``, return JSON.
 - ``WorkQueue``: decoding and inference never run on the event loop: always in the worker
@@ -44,6 +45,7 @@ from typing import Annotated, Any, TypeVar
 
 import anyio
 import numpy as np
+from PIL import Image
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -61,6 +63,8 @@ except ModuleNotFoundError:  # pragma: no cover - python-multipart before 0.0.13
     from multipart.exceptions import FormParserError
     from multipart.multipart import parse_options_header
 
+from runtime import collect as collecting
+from runtime.files import atomic_path
 from runtime.predictor import Prediction, Predictor, is_model_pixels
 from runtime.preprocess import Prepared, prepare
 from runtime.roi import Roi
@@ -106,6 +110,10 @@ class ServeConfig:
     max_connections: int = 512  # open sockets per worker; the one idle longest is closed to make room
     # Pixels (as declared by the headers) that the images of one batch may add up to; None: 4 x max_pixels.
     max_batch_pixels: int | None = None
+    # POST /v1/collect saves uploads as training images in collect/LABEL/ (None: no such route, 404)
+    collect: str | None = None
+    collect_max: int = 10_000  # images per label folder; 409 beyond
+    collect_max_labels: int = 100  # label folders; 409 for a new label beyond
 
     def to_env(self) -> str:
         values = asdict(self)
@@ -156,13 +164,51 @@ class Service:
                     "input": {"height": c.height, "width": c.width, "channels": c.channels,
                               "range": list(c.value_range)},
                     "preprocessing": {"kind": c.preprocessing}}
-        return {"file": self.model["file"], **self.info.raw, "contract": contract}
+        return {"file": self.model["file"], **self.info.raw, "contract": contract,
+                "collect": self.config.collect is not None}
 
-    def decode(self, data: bytes, prefix: str = "", budget: int | None = None) -> Decoded:
-        """Image bytes -> the pixels the model's contract takes (gray or BGR, at most about twice the
-        working size); 4xx when unusable or too costly. ``budget``: the pixels a batch has left."""
+    def collect_bytes(self, data: bytes, label: str) -> dict:
+        """One uploaded image -> a PNG in the collect folder's ``label`` sub-folder (the answer of
+        POST /v1/collect). Decoded like an image to classify (the same limits, shrunk to the working
+        size) but in colour, whatever the current model takes, since the folder may train a colour
+        model; encoded again: the client's bytes are never stored as they are.
+
+        Slow (decoding, encoding, the disk): call it in a worker thread (``WorkQueue.run``)."""
+        root = Path(self.config.collect)
+        folder = root / label
         try:
-            return decode(data, self.config.max_pixels, self.contract.channels, budget)
+            count = collecting.count_images(folder)
+            new_label = count == 0 and not folder.is_dir()
+            labels = collecting.count_labels(root) if new_label else 0
+        except OSError as e:  # an unreadable folder
+            raise cannot_save(label, e) from None
+        if count >= self.config.collect_max:
+            raise HTTPException(409, f"{label!r} has {count:,} images, the most this server keeps per label "
+                                     "(--collect-max)")
+        if new_label and labels >= self.config.collect_max_labels:
+            raise HTTPException(409, f"there are {labels:,} labels already, the most this server keeps "
+                                     "(--collect-max-labels)")
+        decoded = self.decode(data, channels=3)
+        try:
+            pixels = decoded.pixels[..., ::-1]  # BGR -> RGB
+            image = Image.fromarray(np.ascontiguousarray(pixels))
+            path = collecting.new_image_path(folder, label, count + 1, unique=True)
+            with atomic_path(path) as tmp:
+                image.save(tmp, "PNG")
+            count = collecting.count_images(folder)
+        except OSError as e:  # a full disk, a read-only folder, a file in the way
+            raise cannot_save(label, e) from None
+        finally:
+            release_memory(decoded.declared_pixels)
+        return {"saved": f"{label}/{path.name}", "label": label, "count": count}
+
+    def decode(self, data: bytes, prefix: str = "", budget: int | None = None,
+               channels: int | None = None) -> Decoded:
+        """Image bytes -> the pixels the model's contract takes (gray or BGR, or ``channels``; at most
+        about twice the working size); 4xx when unusable or too costly. ``budget``: the pixels a
+        batch has left."""
+        try:
+            return decode(data, self.config.max_pixels, channels or self.contract.channels, budget)
         except OverBudget as e:
             raise HTTPException(413, f"{prefix}the batch's images add up to more than {self.max_batch_pixels:,} "
                                      f"pixels ({e})") from None
@@ -233,6 +279,12 @@ class Service:
                 "top_k": [{"label": label, "confidence": round(p, 6)} for label, p in prediction.top_k(top_k)],
                 "object_found": prediction.object_found, "box": box, "model": self.model,
                 "latency_ms": elapsed_ms(started)}
+
+
+def cannot_save(label: str, error: OSError) -> HTTPException:
+    """507 for a collected image the disk would not take (logged with the path; the answer names the label only)."""
+    log.warning("cannot save a collected image of %r: %s", label, error)
+    return HTTPException(507, f"cannot save the image under {label}/: {error.strerror or type(error).__name__}")
 
 
 def with_prepared(prediction: Prediction, prepared: Prepared | None) -> Prediction:
@@ -396,6 +448,12 @@ def add_routes(app: FastAPI, service: Service) -> None:
                      responses={**ok(batch_answer, "each image's labels, in order"), **UPLOAD_ERRORS},
                      openapi_extra={**batch_body(service.config.max_batch), "parameters": [top_k]})
     v1.add_api_route("/model", model_metadata, methods=["GET"], summary="The model's embedded metadata")
+    if service.config.collect is not None:
+        v1.add_api_route("/collect", collect, methods=["POST"], status_code=201,
+                         summary="Save an image as a training image of a label",
+                         responses={201: {"description": "saved", "content": {"application/json": {
+                             "schema": COLLECT_ANSWER}}}, **COLLECT_ERRORS},
+                         openapi_extra={**IMAGE_BODY, "parameters": [LABEL_PARAMETER]})
     app.include_router(v1)
     app.add_api_route("/healthz", healthz, methods=["GET"], summary="Liveness: the model is loaded")
     app.add_api_route("/metrics", prometheus_metrics, methods=["GET"], response_class=Response,
@@ -446,10 +504,22 @@ async def classify_batch(request: Request) -> JSONResponse:
     return JSONResponse(await service.work.run(sum(map(len, images)), work))
 
 
+async def collect(request: Request) -> JSONResponse:
+    """Save one image (the body, or the multipart field `image`) as a training image of `label`: decoded like
+    an image to classify, encoded again as PNG into the server's collect folder, LABEL/ (the layout
+    `python -m train --data DIR` reads), under a name the server chooses. Only when the server was started
+    with --collect DIR."""
+    service: Service = request.app.state.service
+    label = parse_label(request)
+    images = await read_images(request, service, batch=False)
+    work = functools.partial(service.collect_bytes, images[0], label)
+    return JSONResponse(await service.work.run(len(images[0]), work), status_code=201)
+
+
 async def model_metadata(request: Request) -> JSONResponse:
     """Labels, input shape and range, preprocessing, quantization, version and the training run's test accuracy
     as embedded in the model, plus `contract`: labels, input size, channels, range and preprocessing kind in
-    one shape for every metadata version."""
+    one shape for every metadata version; `collect`: whether POST /v1/collect saves training images."""
     return JSONResponse(request.app.state.service.metadata())
 
 
@@ -486,6 +556,16 @@ def parse_top_k(request: Request, service: Service) -> int:
     if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= service.max_top_k):
         raise HTTPException(422, f"top_k must be an integer from 1 to {service.max_top_k}, not {raw!r}")
     return int(raw)
+
+
+def parse_label(request: Request) -> str:
+    raw = request.query_params.get("label")
+    if raw is None:
+        raise HTTPException(422, "label is required: the class the image shows (its folder's name)")
+    try:
+        return collecting.check_label(raw)
+    except ValueError as e:
+        raise HTTPException(422, str(e)) from None
 
 
 def parse_roi(request: Request) -> Roi | None:
@@ -548,6 +628,24 @@ UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     422: error("a malformed top_k or roi, a roi outside the image, or an image with one side more than 20 times "
                "the other"),
 }
+
+
+COLLECT_ERRORS: dict[int | str, dict[str, Any]] = {
+    **UPLOAD_ERRORS,
+    409: error("the label has as many images as the server keeps per label (--collect-max), or a new label "
+               "beyond the number of labels it keeps (--collect-max-labels)"),
+    422: error("a missing or bad label (" + collecting.LABEL_RULES + "; at most 255 bytes in UTF-8), or an "
+               "image with one side more than 20 times the other"),
+    507: error("the image cannot be saved: the disk is full, or the folder cannot be written"),
+}
+LABEL_PARAMETER = {"name": "label", "in": "query", "required": True,
+                   "description": "the class the image shows: its folder's name (" + collecting.LABEL_RULES + ")",
+                   "schema": {"type": "string", "minLength": 1, "maxLength": collecting.MAX_LABEL_CHARS,
+                              "pattern": collecting.LABEL_PATTERN}}
+COLLECT_ANSWER = {"type": "object", "required": ["saved", "label", "count"], "properties": {
+    "saved": {"type": "string", "description": "LABEL/FILE.png, in the server's collect folder"},
+    "label": {"type": "string"},
+    "count": {"type": "integer", "minimum": 1, "description": "the label's images now"}}}
 
 
 def answer_schema(labels: tuple[str, ...], max_top_k: int) -> dict:

@@ -1,7 +1,9 @@
 "use strict";
 // Live garment classification: the camera's guide-box region goes to POST /v1/classify a few
 // times a second; without a camera, a picked or dropped image goes there instead. What the
-// model takes (its labels, input size) comes from GET /v1/model's `contract`.
+// model takes (its labels, input size) comes from GET /v1/model's `contract`. When the server
+// collects training images (GET /v1/model's `collect`), the collect panel saves the same guide-box
+// crop (or the picked image) to POST /v1/collect?label=... .
 
 const GUIDE = 0.8;            // guide box: a centred square, 80% of the short side (as the camera demo)
 const SEND_SIDE = 224;        // the box is sent at most this wide (or the model's input size, if larger)
@@ -18,6 +20,8 @@ let lastBox = null;        // the last found object, in video pixels
 let answeredAt = [];       // times of the last answers, for the frame rate
 let contract = null;       // GET /v1/model's contract: labels, input {height, width, channels, range}
 let contractLoading = null;
+let pickedFile = null;     // the image picked or dropped, while it is shown instead of the camera
+const collected = {};      // images saved per label, as the server counts them
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const setStatus = (text) => { $("status").textContent = text; };
@@ -187,6 +191,7 @@ async function classifyFile(file) {
   }
   live = false;
   lastBox = null;
+  pickedFile = file;
   if (still.src) URL.revokeObjectURL(still.src);
   still.src = URL.createObjectURL(file);
   showCamera(false);
@@ -202,11 +207,51 @@ async function classifyFile(file) {
 async function showModel() {
   const model = await api("/v1/model");
   contract = model.contract;
+  $("collect-form").hidden = !model.collect;
   const input = contract.input;
   const accuracy = model.training && model.training.test_accuracy;
   $("model").textContent = `model ${model.model_version || model.file} · ${contract.labels.length} labels, ` +
     `${input.width}×${input.height} ${input.channels === 1 ? "gray" : "colour"}` +
     (accuracy ? ` · ${(accuracy * 100).toFixed(2)}% test accuracy` : "");
+}
+
+// --- collecting training images (only when the server was started with --collect DIR) ---------
+
+const collectLabel = () => $("collect-label").value.trim();
+
+function showCollectLabel() {
+  const label = collectLabel();
+  const button = $("collect-button");
+  button.textContent = label ? `Save to ${label}` : "Save to …";
+  button.disabled = !label;
+  $("collect-count").textContent = label in collected ? `${label}: ${collected[label]} saved` : "";
+}
+
+async function collectImage(event) {
+  event.preventDefault();
+  const label = collectLabel();
+  if (!label) return;
+  const button = $("collect-button");
+  button.disabled = true;
+  $("collect-status").textContent = "";
+  try {
+    let blob;
+    if (live && video.readyState >= 2 && video.videoWidth) {
+      blob = (await grabGuideBox()).blob;  // the very crop that is classified
+    } else if (pickedFile) {
+      blob = pickedFile;
+    } else {
+      throw new Error("No camera frame or picked image to save yet.");
+    }
+    const answer = await api(`/v1/collect?label=${encodeURIComponent(label)}`, {
+      method: "POST", headers: { "Content-Type": blob.type }, body: blob,
+    });
+    collected[answer.label] = answer.count;
+  } catch (error) {
+    $("collect-status").textContent = error.message;
+  } finally {
+    showCollectLabel();
+  }
 }
 
 async function loadModel() {
@@ -228,6 +273,8 @@ document.addEventListener("drop", (event) => {
   $("drop").classList.remove("over");
   classifyFile(event.dataTransfer.files[0]);
 });
+$("collect-label").addEventListener("input", showCollectLabel);
+$("collect-form").addEventListener("submit", collectImage);
 $("token-form").addEventListener("submit", (event) => {
   event.preventDefault();
   token = $("token").value.trim();
