@@ -171,9 +171,8 @@ def roi_crop(frame: np.ndarray, roi: Roi | None) -> np.ndarray:
     return frame[y:y + h, x:x + w].copy()
 
 
-def save_training_image(image: np.ndarray, folder: Path, label: str, number: int) -> Path | None:
-    """Save ``image`` as a PNG under a new name in ``folder``; a failure is reported and the demo goes on."""
-    path = new_image_path(folder, label, number)
+def save_png(image: np.ndarray, path: Path) -> Path | None:
+    """Write ``image`` to ``path`` atomically; a failure is reported and the demo goes on."""
     try:
         with atomic_path(path) as tmp:
             if not cv2.imwrite(str(tmp), image):
@@ -184,17 +183,16 @@ def save_training_image(image: np.ndarray, folder: Path, label: str, number: int
     return path
 
 
+def save_training_image(image: np.ndarray, folder: Path, label: str, number: int) -> Path | None:
+    """Save ``image`` as a PNG under a new name in ``folder``."""
+    return save_png(image, new_image_path(folder, label, number))
+
+
 def save_screenshot(frame: np.ndarray, folder: Path, number: int) -> Path | None:
-    """Save ``frame`` as a PNG in ``folder``; a failure is reported and the demo goes on."""
-    shot = folder / f"camera_demo_{time.strftime('%Y%m%d_%H%M%S')}_{number}.png"
-    try:
-        with atomic_path(shot) as tmp:
-            if not cv2.imwrite(str(tmp), frame):
-                raise OSError(f"OpenCV could not write {tmp.name}")
-    except OSError as e:
-        print(f"warning: cannot write the screenshot {shot}: {e.strerror or e}", file=sys.stderr)
-        return None
-    print(f"saved {shot}", file=sys.stderr)
+    """Save ``frame`` as a PNG in ``folder``."""
+    shot = save_png(frame, folder / f"camera_demo_{time.strftime('%Y%m%d_%H%M%S')}_{number}.png")
+    if shot is not None:
+        print(f"saved {shot}", file=sys.stderr)
     return shot
 
 
