@@ -67,6 +67,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=None,
                    help="train on a stratified subset of this many images (quick runs)")
     p.add_argument("--seed", type=seed, default=d.seed, help="0 to 2**32 - 1")
+    p.add_argument("--data", default="fashion-mnist", metavar="DIR",
+                   help="fashion-mnist (default), or a folder of your own classes: one sub-folder of images "
+                        "per class (its name is the label), or train/ [val/] [test/] folders holding them")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="with --data DIR: the input's side in pixels (default: from the images, 28-64)")
+    p.add_argument("--color", choices=("gray", "rgb"), default=None,
+                   help="with --data DIR: the input's colour (default: gray when every image is gray)")
+    p.add_argument("--preprocess", choices=("object", "resize"), default=None,
+                   help="with --data DIR: how the runtime frames an image (default: resize)")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="directory with the four IDX files (default: search, see README)")
     p.add_argument("--out", type=Path, default=Path("artifacts"))
@@ -76,6 +85,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.qat_epochs < 0 or (args.limit is not None and args.limit < 10):
         p.error("--qat-epochs must be >= 0 and --limit >= 10")
+    if args.data == "fashion-mnist":
+        for name in ("image_size", "color", "preprocess"):
+            if getattr(args, name) is not None:
+                p.error(f"--{name.replace('_', '-')} is for --data DIR (a folder of your own classes)")
+    elif args.data_dir is not None:
+        p.error("--data-dir is for Fashion-MNIST; with --data DIR the folder is the data")
+    if args.image_size is not None and not 8 <= args.image_size <= 512:
+        p.error("--image-size must be between 8 and 512")
     return args
 
 
@@ -99,8 +116,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {write_error(e, args.out)}", file=sys.stderr)
         return 2
     try:
-        dataset = fmnist.load(args.data_dir)
-    except DataError as e:
+        if args.data == "fashion-mnist":
+            dataset = fmnist.load(args.data_dir)
+        else:
+            from train.folders import load_folder
+
+            dataset = load_folder(args.data, image_size=args.image_size, color=args.color,
+                                  preprocess=args.preprocess, seed=args.seed,
+                                  validation_fraction=config.validation_fraction)
+            contract = dataset.contract  # another folder or other options: another run, never resumed
+            config.data_id = (f"{dataset.checksums['files'][:16]}:{contract.color}:{contract.height}:"
+                              f"{contract.preprocessing}")
+    except (DataError, ValueError) as e:  # ValueError: FolderError
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:

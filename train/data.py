@@ -269,13 +269,19 @@ def load(data_dir: str | Path | None = None, *, allow_download: bool = True) -> 
     return load_dir(download())
 
 
-def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (keep, held_out) with ``fraction`` of every class held out, seeded."""
+def stratified_split(labels: np.ndarray, fraction: float, seed: int,
+                     min_each: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (keep, held_out) with ``fraction`` of every class held out, seeded.
+
+    ``min_each``: at least this many of every class on both sides, where the class has
+    enough images (a small class of your own still gets a validation image)."""
     rng = np.random.default_rng(seed)
     keep, held = [], []
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
         n = int(round(len(idx) * fraction))
+        if min_each:
+            n = max(0, min(max(n, min_each), len(idx) - min_each))
         held.append(idx[:n])
         keep.append(idx[n:])
     return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))

@@ -11,7 +11,6 @@ import numpy as np
 
 from runtime.files import write_json
 from train import report as rep
-from train.data import FashionMNIST
 from train.model import count_macs
 from train.trainer import FLOAT_MODEL, QAT_MODEL, TrainConfig, TrainingDiverged, make_splits, train
 
@@ -19,11 +18,52 @@ log = logging.getLogger(__name__)
 REPORT = "train_report.json"
 
 
-def run(config: TrainConfig, dataset: FashionMNIST, out: Path) -> dict:
+def per_class(labels: np.ndarray, names: tuple[str, ...]) -> dict[str, int]:
+    counts = np.bincount(labels.astype(int), minlength=len(names))
+    return {name: int(n) for name, n in zip(names, counts)}
+
+
+def data_record(dataset, splits) -> dict:
+    """The report's "data": where the data came from (so export can load them again) and
+    how many images of each class every split has."""
+    names = splits.contract.labels
+    counts = {"train": per_class(splits.y_train, names), "validation": per_class(splits.y_val, names),
+              "test": per_class(splits.y_test, names)}
+    if hasattr(dataset, "describe"):  # a folder of your own classes
+        record = dataset.describe()
+        record["folder_counts"] = record.pop("counts")
+    else:
+        record = {"kind": "fashion-mnist", "source": str(dataset.source), "sha256": dataset.checksums,
+                  "image_size": splits.contract.height, "color": "gray",
+                  "preprocess": splits.contract.preprocessing, "test_is_validation": False}
+    record.update(train=len(splits.y_train), validation=len(splits.y_val), test=len(splits.y_test),
+                  per_class=counts, class_weight=None if splits.class_weight is None else
+                  {names[c]: round(w, 4) for c, w in splits.class_weight.items()})
+    return record
+
+
+def test_set_name(dataset) -> str:
+    if getattr(dataset, "kind", "fashion-mnist") != "folder":
+        return "the official test set"
+    return "the validation images (no test/)" if dataset.test_is_validation else "the folder's test/ images"
+
+
+def run(config: TrainConfig, dataset, out: Path) -> dict:
+    """``dataset``: ``train.data.FashionMNIST`` or ``train.folders.ImageFolder``."""
     started = time.time()
     splits = make_splits(dataset, config)
-    log.info("train %d, validation %d (from the training set), test %d (report only)",
-             len(splits.y_train), len(splits.y_val), len(splits.y_test))
+    test_is_validation = getattr(dataset, "test_is_validation", False)
+    log.info("train %d, validation %d (%s), test %d (%s)",
+             len(splits.y_train), len(splits.y_val),
+             "the folder's val/" if getattr(dataset, "val_images", None) is not None else "from the training set",
+             len(splits.y_test), "= the validation images: no test/ folder" if test_is_validation else "report only")
+    data = data_record(dataset, splits)
+    for name in splits.contract.labels:
+        log.info("  %-20s train %5d  validation %4d  test %4d", name, data["per_class"]["train"][name],
+                 data["per_class"]["validation"][name], data["per_class"]["test"][name])
+    if splits.class_weight is not None:
+        log.info("imbalanced classes (the largest has more than 1.5x the images of the smallest): "
+                 "class weights %s", ", ".join(f"{k} {v:.2f}" for k, v in data["class_weight"].items()))
     out.mkdir(parents=True, exist_ok=True)
     contract = splits.contract
     rep.plot_samples(dataset.train_images, dataset.train_labels, contract.labels, out / "samples.png")
@@ -36,9 +76,7 @@ def run(config: TrainConfig, dataset: FashionMNIST, out: Path) -> dict:
         "contract": contract.to_metadata(),  # what export embeds in every model
         "parameters": int(float_model.count_params()),
         "macs": count_macs(float_model),
-        "data": {"source": str(dataset.source), "sha256": dataset.checksums,
-                 "train": len(splits.y_train), "validation": len(splits.y_val),
-                 "test": len(splits.y_test)},
+        "data": data,
         "models": {"float": FLOAT_MODEL, "qat": QAT_MODEL},
         "machine": {"platform": platform.platform(), "processor": platform.machine()},
     }
@@ -56,7 +94,7 @@ def run(config: TrainConfig, dataset: FashionMNIST, out: Path) -> dict:
 
     rep.plot_curves({s: report[s]["history"] for s in ("float", "qat")}, out / "curves.png")
     rep.plot_confusion(np.array(report["qat"]["confusion_matrix"]), contract.labels, out / "confusion.png",
-                       f"QAT model on the official test set "
+                       f"QAT model on {test_set_name(dataset)} "
                        f"(accuracy {report['qat']['test_accuracy']:.2%})")
     write_json(out / REPORT, report)
     return report

@@ -56,10 +56,14 @@ class TrainConfig:
     limit: int | None = None  # train on a stratified subset, for quick runs and tests
     seed: int = 42
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    data_id: str | None = None  # identifies a folder data set (None: Fashion-MNIST)
 
     def fingerprint(self) -> str:
         """Identifies a run so that a resume never mixes two different configurations."""
-        text = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        fields = dataclasses.asdict(self)
+        if fields["data_id"] is None:  # Fashion-MNIST runs keep the fingerprint they always had
+            del fields["data_id"]
+        text = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -72,6 +76,7 @@ class Splits:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    class_weight: dict[int, float] | None = None  # for imbalanced classes (see folders.class_weights)
 
 
 def subsample(labels: np.ndarray, idx: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -82,19 +87,37 @@ def subsample(labels: np.ndarray, idx: np.ndarray, n: int, seed: int) -> np.ndar
     return idx[chosen]
 
 
-def make_splits(dataset: fmnist.FashionMNIST, config: TrainConfig) -> Splits:
-    """Validation comes out of the training set; the test set is only for the report."""
-    train_idx, val_idx = fmnist.stratified_split(
-        dataset.train_labels, config.validation_fraction, config.seed)
+def make_splits(dataset, config: TrainConfig) -> Splits:
+    """Validation comes out of the training set (at least one image of every class), unless
+    the data set has its own (a folder's val/); the test set is only for the report.
+
+    ``dataset``: ``train.data.FashionMNIST`` or ``train.folders.ImageFolder``."""
+    from train.folders import class_weights
+
+    as_input = dataset.contract.model_input
+    own_val = getattr(dataset, "val_images", None) is not None
+    if own_val:
+        train_idx = np.arange(len(dataset.train_labels))
+        x_val_all, y_val_all = dataset.val_images, dataset.val_labels
+        val_idx = np.arange(len(y_val_all))
+    else:
+        train_idx, val_idx = fmnist.stratified_split(
+            dataset.train_labels, config.validation_fraction, config.seed, min_each=1)
+        x_val_all, y_val_all = dataset.train_images, dataset.train_labels
     if config.limit and config.limit < len(train_idx):
         train_idx = subsample(dataset.train_labels, train_idx, config.limit, config.seed)
-        val_idx = subsample(dataset.train_labels, val_idx, max(config.limit // 5, 200), config.seed)
-    as_input = dataset.contract.model_input
+        val_idx = subsample(y_val_all, val_idx, max(config.limit // 5, 200), config.seed)
+    x_val, y_val = as_input(x_val_all[val_idx]), y_val_all[val_idx]
+    y_train = dataset.train_labels[train_idx]
+    if getattr(dataset, "test_is_validation", False):  # no test/: report on the validation images
+        x_test, y_test = x_val, y_val
+    else:
+        x_test, y_test = as_input(dataset.test_images), dataset.test_labels
     return Splits(
         dataset.contract,
-        as_input(dataset.train_images[train_idx]), dataset.train_labels[train_idx],
-        as_input(dataset.train_images[val_idx]), dataset.train_labels[val_idx],
-        as_input(dataset.test_images), dataset.test_labels)
+        as_input(dataset.train_images[train_idx]), y_train,
+        x_val, y_val, x_test, y_test,
+        class_weights(y_train, len(dataset.contract.labels)))
 
 
 def datasets(splits: Splits, config: TrainConfig, augment: bool):
@@ -252,7 +275,8 @@ def fit(model: keras.Model, splits: Splits, config: TrainConfig, *, stage: str,
         EpochLog(stage, epochs),
         backup,  # last: it backs up the weights EarlyStopping restores at the end
     ]
-    model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=0)
+    model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=0,
+              class_weight=splits.class_weight)
     if backup.diverged is not None:
         epoch, loss = backup.diverged
         raise TrainingDiverged(

@@ -1,0 +1,280 @@
+"""Your own classes: python -m train --data DIR on small generated folders of images."""
+
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from train import folders
+from train.folders import FolderError, load_folder
+
+ROOT = Path(__file__).parents[1]
+LABELS = ("disc", "horizontal bar", "vertikal ä")  # sorted; a space and a non-ASCII letter
+
+
+def shape(kind: str, rng: np.random.Generator, size: int = 32) -> np.ndarray:
+    """A bright shape on a dark, noisy background: a disc, a horizontal or a vertical bar."""
+    yy, xx = np.mgrid[:size, :size]
+    cy, cx = size / 2 + rng.uniform(-3, 3, 2)
+    if kind == "disc":
+        mask = (yy - cy) ** 2 + (xx - cx) ** 2 < (size * rng.uniform(0.22, 0.32)) ** 2
+    elif kind == "horizontal bar":
+        mask = (np.abs(yy - cy) < size * 0.1) & (np.abs(xx - cx) < size * 0.4)
+    else:
+        mask = (np.abs(xx - cx) < size * 0.1) & (np.abs(yy - cy) < size * 0.4)
+    image = rng.normal(30, 8, (size, size)) + mask * rng.uniform(150, 210)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def make_folder(root: Path, per_class=24, labels=LABELS, seed=0, size=32) -> Path:
+    rng = np.random.default_rng(seed)
+    counts = per_class if isinstance(per_class, dict) else dict.fromkeys(labels, per_class)
+    for label, n in counts.items():
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(shape(label, rng, size)).save(root / label / f"{i:03d}.png")
+    return root
+
+
+def test_one_folder_per_class(tmp_path):
+    data = load_folder(make_folder(tmp_path / "shapes"))
+    assert data.contract.labels == LABELS
+    assert (data.contract.height, data.contract.width, data.contract.channels) == (32, 32, 1)
+    assert data.contract.preprocessing == "resize" and data.contract.color == "gray"
+    assert data.train_images.shape == (72, 32, 32) and data.train_images.dtype == np.uint8
+    assert np.bincount(data.train_labels).tolist() == [24, 24, 24]
+    assert data.val_images is None and data.val_labels is None
+    assert data.test_is_validation  # no test/: the test figures are on the validation images
+    assert np.bincount(data.test_labels, minlength=3).min() >= 1
+    assert data.counts == {"train": dict.fromkeys(LABELS, 24)} and data.skipped == []
+    assert len(data.checksums["files"]) == 64 and data.source == tmp_path / "shapes"
+
+
+def test_the_runtime_prepares_every_image(tmp_path):
+    """An image of another size is stored exactly as runtime.preprocess.prepare makes it."""
+    from runtime.preprocess import prepare
+
+    root = make_folder(tmp_path / "shapes", per_class=4)
+    big = shape("disc", np.random.default_rng(5), 80)
+    Image.fromarray(big).save(root / "disc" / "zz_big.png")
+    data = load_folder(root)
+    expected = np.round(prepare(big, data.contract).image[..., 0] * 255).astype(np.uint8)
+    assert np.array_equal(data.train_images[4], expected)  # sorted: the disc's 5th file
+
+
+def test_train_val_test_folders(tmp_path):
+    for split, n in (("train", 10), ("val", 3), ("test", 4)):
+        make_folder(tmp_path / "d" / split, per_class=n, seed=len(split))
+    data = load_folder(tmp_path / "d")
+    assert data.train_images.shape[0] == 30 and data.val_images.shape[0] == 9 and data.test_images.shape[0] == 12
+    assert not data.test_is_validation
+    assert data.counts["val"] == dict.fromkeys(LABELS, 3) and data.counts["test"] == dict.fromkeys(LABELS, 4)
+
+    from train.trainer import TrainConfig, make_splits
+
+    splits = make_splits(data, TrainConfig())
+    assert len(splits.y_train) == 30 and len(splits.y_val) == 9 and len(splits.y_test) == 12
+    assert splits.class_weight is None
+
+
+def test_train_and_val_without_test(tmp_path):
+    make_folder(tmp_path / "d" / "train", per_class=6)
+    make_folder(tmp_path / "d" / "validation", per_class=2, seed=1)
+    data = load_folder(tmp_path / "d")
+    assert data.test_is_validation and np.array_equal(data.test_images, data.val_images)
+
+
+def test_validation_is_carved_from_train_with_every_class(tmp_path):
+    from train.trainer import TrainConfig, make_splits
+
+    data = load_folder(make_folder(tmp_path / "d", per_class={"disc": 2, "horizontal bar": 30, "vertikal ä": 3}))
+    splits = make_splits(data, TrainConfig())
+    assert np.bincount(splits.y_val, minlength=3).min() >= 1
+    assert np.bincount(splits.y_train, minlength=3).min() >= 1
+    assert len(splits.y_train) + len(splits.y_val) == 35
+    # no test/: the report's test images are the validation images, the same ones as load_folder's
+    assert np.array_equal(splits.y_test, splits.y_val)
+    assert np.array_equal(np.sort(data.test_labels), np.sort(splits.y_val))
+
+
+def test_fashion_mnist_split_is_unchanged():
+    """A class of at least two images on each side: the official 500 of 6,000 per class stay the same."""
+    from train.data import stratified_split
+
+    labels = np.repeat(np.arange(10), 6000).astype(np.uint8)
+    old = stratified_split(labels, 1 / 12, 42)
+    new = stratified_split(labels, 1 / 12, 42, min_each=1)
+    assert all(np.array_equal(a, b) for a, b in zip(old, new)) and len(new[1]) == 5000
+    assert folders.class_weights(labels, 10) is None
+
+
+def test_junk_files_are_skipped_with_one_warning(tmp_path, caplog):
+    root = make_folder(tmp_path / "d", per_class=4)
+    (root / "disc" / "empty.png").write_bytes(b"")
+    (root / "disc" / "notes.txt").write_text("not an image")
+    buffer = io.BytesIO()
+    Image.fromarray(shape("disc", np.random.default_rng(1))).save(buffer, format="PNG")
+    (root / "horizontal bar" / "truncated.png").write_bytes(buffer.getvalue()[:200])
+    (root / "disc" / ".DS_Store").write_bytes(b"\0\1junk")  # hidden: skipped silently
+    (root / "disc" / ".thumbnails").mkdir()
+    (root / "disc" / ".thumbnails" / "x.png").write_bytes(b"junk")
+    (root / ".git").mkdir()  # a hidden folder is no class
+    with caplog.at_level(logging.INFO, logger="train.folders"):
+        data = load_folder(root)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    message = warnings[0].getMessage()
+    assert "skipped 3" in message and "empty.png" in message and "truncated.png" in message
+    assert ".DS_Store" not in message and "x.png" not in message
+    assert sorted(p for p, _ in data.skipped) == ["disc/empty.png", "disc/notes.txt", "horizontal bar/truncated.png"]
+    assert data.contract.labels == LABELS and len(data.train_labels) == 12
+
+
+def test_imbalance_is_reported_and_weighted(tmp_path):
+    from train.pipeline import data_record
+    from train.trainer import TrainConfig, make_splits
+
+    counts = {"disc": 24, "horizontal bar": 24, "vertikal ä": 6}
+    data = load_folder(make_folder(tmp_path / "d", per_class=counts))
+    assert data.counts["train"] == counts
+    splits = make_splits(data, TrainConfig())
+    n, have = len(splits.y_train), np.bincount(splits.y_train)
+    assert splits.class_weight == pytest.approx({c: n / (3 * have[c]) for c in range(3)})
+    assert splits.class_weight[2] > 1 > splits.class_weight[0]
+    record = data_record(data, splits)
+    assert record["kind"] == "folder" and record["folder_counts"]["train"] == counts
+    assert set(record["class_weight"]) == set(LABELS)
+    assert sum(record["per_class"]["train"].values()) == record["train"] == n
+    json.dumps(record)  # goes into train_report.json
+
+
+def test_gray_colour_rgba_16_bit_and_palette(tmp_path):
+    root = make_folder(tmp_path / "d", per_class=3)
+    rng = np.random.default_rng(2)
+    disc = shape("disc", rng)
+    Image.fromarray((disc.astype(np.uint16) * 257)).save(root / "disc" / "sixteen.png")  # I;16
+    Image.fromarray(disc).convert("P").save(root / "disc" / "palette.png")
+    Image.fromarray(np.stack([disc] * 3, -1)).save(root / "disc" / "gray_as_rgb.jpg", quality=100)
+    rgba = np.zeros((32, 32, 4), np.uint8)  # fully transparent: white once composited
+    Image.fromarray(rgba, "RGBA").save(root / "horizontal bar" / "clear.png")
+    assert folders.decode(root / "horizontal bar" / "clear.png").min() == 255
+    assert np.abs(folders.decode(root / "disc" / "sixteen.png").astype(int) - disc).max() <= 1
+    assert load_folder(root).contract.channels == 1  # all gray, whatever their mode
+
+    colour = np.zeros((32, 32, 3), np.uint8)
+    colour[..., 0] = 200  # red
+    Image.fromarray(colour).save(root / "vertikal ä" / "red.png")
+    data = load_folder(root)
+    assert data.contract.channels == 3 and data.train_images.shape[1:] == (32, 32, 3)
+    red = data.train_images[data.train_labels == 2][-1]  # sorted after the numbered files
+    assert red[..., 0].mean() > 190 and red[..., 1:].max() < 10  # RGB order in the model's input
+    gray = load_folder(root, color="gray", image_size=28, preprocess="object")
+    assert gray.contract.image_shape == (28, 28, 1) and gray.contract.preprocessing == "object"
+    assert gray.train_images.shape[1:] == (28, 28)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    path = tmp_path / "tall.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees to display
+    Image.fromarray(np.zeros((20, 40), np.uint8)).save(path, exif=exif)
+    assert folders.decode(path).shape == (40, 20)
+
+
+def test_image_size_from_the_data():
+    assert folders.choose_size([32] * 5) == 32
+    assert folders.choose_size([10, 12, 20]) == 28
+    assert folders.choose_size([500, 640, 480]) == 64
+    assert folders.choose_size([41, 42, 43]) == 44
+    assert folders.choose_size([50]) % 4 == 0
+
+
+@pytest.mark.parametrize("setup, words", [
+    (lambda root: None, "does not exist"),
+    (lambda root: root.mkdir(), "no class folders"),
+    (lambda root: make_folder(root, labels=("only",)), "add a sub-folder of images for at least one more class"),
+    (lambda root: make_folder(root, per_class={"disc": 5, "horizontal bar": 1}), "'horizontal bar' has 1"),
+    (lambda root: make_folder(root, per_class={"disc": 5, "horizontal bar": 0}), "'horizontal bar' has 0"),
+    (lambda root: (make_folder(root / "train", per_class=3), make_folder(root / "val", 2, labels=LABELS[:2])),
+     "add val/vertikal ä/"),
+    (lambda root: make_folder(root / "test", per_class=3), "no train/"),
+])
+def test_errors_say_what_to_add(tmp_path, setup, words):
+    root = tmp_path / "d"
+    setup(root)
+    with pytest.raises(FolderError, match=words.replace("(", r"\(")) as error:
+        load_folder(root)
+    assert isinstance(error.value, ValueError)
+
+
+def test_only_junk_in_a_class_is_an_error(tmp_path):
+    root = make_folder(tmp_path / "d", per_class={"disc": 4, "horizontal bar": 0})
+    (root / "horizontal bar" / "a.png").write_bytes(b"")
+    (root / "horizontal bar" / "b.png").write_text("x")
+    with pytest.raises(FolderError, match="'horizontal bar' has 0 readable images"):
+        load_folder(root)
+
+
+def test_the_report_reloads_the_same_data(tmp_path):
+    data = load_folder(make_folder(tmp_path / "d", per_class=6), image_size=28, seed=7)
+    again = folders.load_recorded(json.loads(json.dumps(data.describe())))
+    assert again.contract == data.contract
+    assert np.array_equal(again.test_images, data.test_images) and np.array_equal(again.test_labels, data.test_labels)
+
+
+def test_cli_options(tmp_path, capsys):
+    from train.__main__ import main, parse_args
+
+    args = parse_args(["--data", str(tmp_path), "--image-size", "40", "--color", "rgb", "--preprocess", "object"])
+    assert (args.data, args.image_size, args.color, args.preprocess) == (str(tmp_path), 40, "rgb", "object")
+    assert parse_args([]).data == "fashion-mnist"
+    with pytest.raises(SystemExit):
+        parse_args(["--color", "rgb"])  # only for a folder
+    assert main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_train_export_and_run_a_folder(tmp_path):
+    """python -m train --data DIR, python -m export (no data flag), then the runtime classifies."""
+    from runtime import Predictor
+
+    data_dir = make_folder(tmp_path / "shapes", per_class=40)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    train = subprocess.run([sys.executable, "-m", "train", "--data", str(data_dir), "--epochs", "2",
+                            "--qat-epochs", "1", "--batch-size", "4", "--out", str(out)],
+                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert train.returncode == 0, train.stderr[-3000:]
+    report = json.loads((out / "train_report.json").read_text())
+    assert report["data"]["kind"] == "folder" and report["data"]["source"] == str(data_dir)
+    assert report["data"]["test_is_validation"] and report["contract"]["labels"] == list(LABELS)
+
+    export = subprocess.run([sys.executable, "-m", "export", "--out", str(out), "--model",
+                             str(out / "qat_model.h5"), "--calibration-size", "30"],
+                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert export.returncode == 0, export.stdout[-2000:] + export.stderr[-3000:]
+    parity = json.loads((out / "parity.json").read_text())
+    assert parity["passed"] and parity["test_is_validation"]
+    assert parity["test_images"] == report["data"]["test"] == sum(report["data"]["per_class"]["test"].values())
+
+    from export.formats import FORMATS
+
+    predictor = Predictor(out / FORMATS["tflite-int8"].file)
+    assert tuple(predictor.contract.labels) == LABELS
+    images, truth = [], []
+    for index, label in enumerate(LABELS):
+        for path in sorted((data_dir / label).glob("*.png")):
+            images.append(np.asarray(Image.open(path)))
+            truth.append(index)
+    predicted = [LABELS.index(predictor.predict(image).label) for image in images]
+    accuracy = np.mean(np.array(predicted) == truth)
+    print(f"int8 accuracy on the folder: {accuracy:.3f}")
+    assert accuracy > 0.7  # chance: 1/3

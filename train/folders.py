@@ -1,0 +1,365 @@
+"""Your own classes: a folder of images, one sub-folder per class, as a training data set.
+
+Two layouts are read::
+
+    DIR/cat/*.jpg, DIR/dog/*.png, ...            one sub-folder per class (names = labels)
+    DIR/train/cat/..., [DIR/val/cat/...], [DIR/test/cat/...]   ready-made splits
+
+Any image Pillow reads is accepted (any size; gray, colour, palette, RGBA composited on
+white, 16-bit scaled to 8-bit), turned upright by its EXIF orientation. Hidden files and
+folders are skipped silently; files that cannot be read as images are skipped and counted
+in one warning. Every image then goes through the runtime's own
+``runtime.preprocess.prepare``, so training sees exactly what the runtime feeds the model.
+
+Without ``val/`` the trainer carves a seeded, stratified validation split from train
+(``train.trainer.make_splits``); without ``test/`` the report's "test" images are those
+validation images (``test_is_validation``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from runtime.contract import Contract
+from runtime.preprocess import prepare
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+JUNK = {"thumbs.db", "desktop.ini", "__macosx"}  # OS droppings: skipped like hidden files
+MIN_SIZE, MAX_SIZE = 28, 64  # the chosen input size is clamped to this range...
+SIZE_STEP = 4  # ...and a multiple of this (two poolings divide it evenly)
+COLORS = {"gray": 1, "rgb": 3}
+VALIDATION_FRACTION = 1 / 12  # TrainConfig's default: the carve-out when there is no val/
+CACHE_BYTES = 512 << 20  # decoded images kept between the two passes; beyond: decoded again
+SHOW_SKIPPED = 5  # how many skipped files the warning names
+
+
+class FolderError(ValueError):
+    """The folder cannot be a data set; the message says what to add or fix."""
+
+
+@dataclass
+class ImageFolder:
+    """A folder data set, with the interface of ``train.data.FashionMNIST`` the trainer uses."""
+    train_images: np.ndarray  # (N, H, W) or (N, H, W, 3) uint8, prepared for the model
+    train_labels: np.ndarray  # (N,) uint8
+    test_images: np.ndarray  # test/ when there is one, else the validation images
+    test_labels: np.ndarray
+    contract: Contract
+    source: Path
+    val_images: np.ndarray | None = None  # val/ (None: the trainer carves it from train)
+    val_labels: np.ndarray | None = None
+    test_is_validation: bool = False
+    seed: int = 42
+    validation_fraction: float = VALIDATION_FRACTION
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> label -> images
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    checksums: dict[str, str] = field(default_factory=dict)
+    kind: str = "folder"
+
+    def describe(self) -> dict:
+        """The report's "data": enough to load the same data again (``load_recorded``)."""
+        return {"kind": self.kind, "source": str(self.source), "image_size": self.contract.height,
+                "color": "gray" if self.contract.channels == 1 else "rgb",
+                "preprocess": self.contract.preprocessing, "seed": self.seed,
+                "validation_fraction": self.validation_fraction,
+                "test_is_validation": self.test_is_validation,
+                "labels": list(self.contract.labels), "counts": self.counts,
+                "skipped": len(self.skipped), "sha256": self.checksums}
+
+
+def nfc(name: str) -> str:
+    """A folder name as a label: NFC, so a name typed on macOS (NFD) matches everywhere."""
+    return unicodedata.normalize("NFC", name)
+
+
+def hidden(path: Path) -> bool:
+    return path.name.startswith(".") or path.name.lower() in JUNK
+
+
+def visible_dirs(directory: Path) -> list[Path]:
+    return sorted((p for p in directory.iterdir() if p.is_dir() and not hidden(p)), key=lambda p: nfc(p.name))
+
+
+def files_under(directory: Path) -> list[Path]:
+    """Every visible file below ``directory`` (sub-folders too), hidden ones skipped."""
+    found = []
+    for path in sorted(directory.iterdir()):
+        if hidden(path):
+            continue
+        if path.is_dir():
+            found.extend(files_under(path))
+        elif path.is_file():
+            found.append(path)
+    return found
+
+
+def decode(path: Path) -> np.ndarray:
+    """The image as uint8, (H, W) gray or (H, W, 3) BGR (the runtime's colour order).
+
+    EXIF orientation applied, transparency composited on white, 16-bit scaled to 8-bit.
+    Raises (OSError, ValueError, ...) for anything that is not a readable image."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as image:
+        image.load()  # a truncated file fails here, not later
+        image = ImageOps.exif_transpose(image)
+        mode = image.mode
+        if mode == "P":
+            image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        elif mode == "PA":
+            image = image.convert("RGBA")
+        mode = image.mode
+        if mode in ("RGBA", "LA", "RGBa", "La"):
+            rgba = image.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(white, rgba).convert("L" if mode.startswith("L") else "RGB")
+            mode = image.mode
+        if mode.startswith("I;16") or mode == "I":
+            values = np.asarray(image).astype(np.int64)
+            top = 65535 if mode.startswith("I;16") or values.max() > 255 else 255
+            return ((np.clip(values, 0, top) * 255 + top // 2) // top).astype(np.uint8)
+        if mode == "F":
+            values = np.nan_to_num(np.asarray(image, np.float64))
+            top = 1.0 if values.max() <= 1.0 else 255.0
+            return np.clip(np.round(values / top * 255), 0, 255).astype(np.uint8)
+        if mode == "1":
+            image = image.convert("L")
+        elif mode != "L" and mode != "RGB":  # CMYK, YCbCr, LAB, HSV, RGBX, ...
+            image = image.convert("RGB")
+        array = np.asarray(image, dtype=np.uint8)
+    if array.ndim == 3:
+        array = np.ascontiguousarray(array[..., ::-1])  # RGB -> BGR
+    return array
+
+
+def is_gray(array: np.ndarray) -> bool:
+    return array.ndim == 2 or bool((array[..., 0] == array[..., 1]).all() and (array[..., 1] == array[..., 2]).all())
+
+
+@dataclass
+class Found:
+    """One readable image of the first pass."""
+    path: Path
+    label: int
+    short_side: int
+    gray: bool
+    pixels: np.ndarray | None  # kept while the cache has room
+
+
+def choose_size(short_sides: list[int]) -> int:
+    """The median shorter side, clamped to [MIN_SIZE, MAX_SIZE], a multiple of SIZE_STEP."""
+    median = float(np.median(short_sides))
+    clamped = min(max(median, MIN_SIZE), MAX_SIZE)
+    return int(min(max(SIZE_STEP * int(clamped / SIZE_STEP + 0.5), MIN_SIZE), MAX_SIZE))  # halves up
+
+
+def layout(root: Path) -> dict[str, Path]:
+    """{split: folder}: {"train": root} for one folder per class, else the split folders."""
+    if not root.exists():
+        raise FolderError(f"{root} does not exist: make a folder with one sub-folder of images per class "
+                          "(the folder names are the labels), or train/ [val/] [test/] folders holding them")
+    if not root.is_dir():
+        raise FolderError(f"{root} is not a folder: pass a folder with one sub-folder of images per class")
+    dirs = visible_dirs(root)
+    named = {SPLIT_NAMES.get(d.name.lower()) for d in dirs}
+    if dirs and None not in named:  # only split folders
+        if "train" not in named:
+            raise FolderError(f"{root} has {', '.join(d.name + '/' for d in dirs)} but no train/: add a "
+                              "train/ folder with one sub-folder of images per class")
+        splits = {}
+        for d in dirs:
+            split = SPLIT_NAMES[d.name.lower()]
+            if split in splits:
+                raise FolderError(f"{root} has both {splits[split].name}/ and {d.name}/: keep one of them")
+            splits[split] = d
+        return splits
+    return {"train": root}
+
+
+def class_dirs(folder: Path, root: Path) -> dict[str, Path]:
+    dirs = visible_dirs(folder)
+    if not dirs:
+        where = "" if folder == root else f" ({folder.name}/)"
+        raise FolderError(f"no class folders in {folder}{where}: add one sub-folder per class (its name is the "
+                          "label) with at least 2 images in each")
+    labels: dict[str, Path] = {}
+    for d in dirs:
+        name = nfc(d.name).strip()
+        if not name:
+            raise FolderError(f"{d}: a class folder needs a name that is not blank: rename it")
+        if name in labels:
+            raise FolderError(f"{labels[name]} and {d} are the same label {name!r}: merge or rename one")
+        labels[name] = d
+    return labels
+
+
+def load_folder(root: str | Path, *, image_size: int | None = None, color: str | None = None,
+                preprocess: str | None = None, seed: int = 42,
+                validation_fraction: float = VALIDATION_FRACTION) -> ImageFolder:
+    """Read ``root`` (see the module docstring) into an ``ImageFolder``; FolderError if it cannot be one.
+
+    ``image_size`` (the input's side), ``color`` ("gray" or "rgb") and ``preprocess``
+    ("resize" or "object") override what is chosen from the data."""
+    root = Path(root).expanduser()
+    if color is not None and color not in COLORS:
+        raise FolderError(f"color must be one of {', '.join(COLORS)}, not {color!r}")
+    if preprocess is not None and preprocess not in ("resize", "object"):
+        raise FolderError(f"preprocess must be resize or object, not {preprocess!r}")
+    if image_size is not None and not (isinstance(image_size, int) and 8 <= image_size <= 512):
+        raise FolderError(f"image size must be an integer from 8 to 512, not {image_size!r}")
+    splits = layout(root)
+    classes = class_dirs(splits["train"], root)
+    labels = tuple(classes)
+    if len(labels) < 2:
+        raise FolderError(f"only one class ({labels[0]!r}) in {splits['train']}: add a sub-folder of images "
+                          "for at least one more class")
+    per_split = {"train": classes}
+    for split in ("val", "test"):
+        if split not in splits:
+            continue
+        theirs = class_dirs(splits[split], root)
+        if set(theirs) != set(labels):
+            missing, extra = sorted(set(labels) - set(theirs)), sorted(set(theirs) - set(labels))
+            fix = []
+            if missing:
+                fix.append(f"add {', '.join(f'{splits[split].name}/{m}/' for m in missing)}")
+            if extra:
+                fix.append(f"add {', '.join(f'train/{e}/' for e in extra)} or remove them from "
+                           f"{splits[split].name}/")
+            raise FolderError(f"the classes of {splits[split]} differ from those of {splits['train']}: "
+                              f"{'; '.join(fix)}")
+        per_split[split] = theirs
+
+    # first pass: decode everything once; sizes and colours decide the contract
+    found: dict[str, list[Found]] = {}
+    skipped: list[tuple[str, str]] = []
+    cached = 0
+    digest = hashlib.sha256()
+    for split, dirs in per_split.items():
+        found[split] = []
+        for index, label in enumerate(labels):
+            for path in files_under(dirs[label]):
+                relative = path.relative_to(root).as_posix()
+                try:
+                    size = path.stat().st_size
+                    if size == 0:
+                        raise ValueError("empty file")
+                    pixels = decode(path)
+                    if min(pixels.shape[:2]) < 1:
+                        raise ValueError("empty image")
+                except Exception as e:  # noqa: BLE001 - any unreadable file is skipped, never fatal
+                    skipped.append((relative, f"{type(e).__name__}: {e}"))
+                    continue
+                digest.update(f"{nfc(relative)}\0{size}\n".encode())
+                keep = cached + pixels.nbytes <= CACHE_BYTES
+                cached += pixels.nbytes if keep else 0
+                found[split].append(Found(path, index, min(pixels.shape[:2]), is_gray(pixels),
+                                          pixels if keep else None))
+    if skipped:
+        names = ", ".join(f"{p} ({r})" for p, r in skipped[:SHOW_SKIPPED])
+        log.warning("skipped %d unreadable file%s (not an image, empty or truncated): %s%s", len(skipped),
+                    "s" if len(skipped) != 1 else "", names,
+                    f" and {len(skipped) - SHOW_SKIPPED} more" if len(skipped) > SHOW_SKIPPED else "")
+
+    counts = {split: {label: sum(f.label == i for f in items) for i, label in enumerate(labels)}
+              for split, items in found.items()}
+    carve = "val" not in found
+    for split, minimum in (("train", 2 if carve else 1), ("val", 1), ("test", 1)):
+        if split not in counts:
+            continue
+        for label, n in counts[split].items():
+            if n < minimum:
+                where = per_split[split][label]
+                need = ("at least 2 (one to train on, one to validate on)" if minimum == 2
+                        else "at least 1")
+                raise FolderError(f"class {label!r} has {n} readable image{'s' if n != 1 else ''} in {where}: "
+                                  f"add images until it has {need}")
+
+    every = [f for items in found.values() for f in items]
+    if image_size is None:
+        image_size = choose_size([f.short_side for f in every])
+        log.info("image size %d x %d (the median shorter side, clamped to %d-%d; --image-size to change)",
+                 image_size, image_size, MIN_SIZE, MAX_SIZE)
+    if color is None:
+        color = "gray" if all(f.gray for f in every) else "rgb"
+        log.info("colour: %s (%s; --color to change)", color,
+                 "every image is gray" if color == "gray" else "some images have colour")
+    preprocess = preprocess or "resize"
+    contract = Contract(labels, image_size, image_size, channels=COLORS[color], preprocessing=preprocess)
+
+    # second pass: the runtime's own preprocessing, stored as uint8
+    arrays = {}
+    for split, items in found.items():
+        images = np.empty((len(items), *contract.image_shape), np.uint8)
+        for i, f in enumerate(items):
+            pixels = f.pixels if f.pixels is not None else decode(f.path)
+            f.pixels = None  # free the decoded copy as soon as it is prepared
+            images[i] = np.clip(np.round(prepare(pixels, contract).image * 255), 0, 255).astype(np.uint8)
+        if contract.channels == 1:
+            images = images[..., 0]
+        arrays[split] = (images, np.array([f.label for f in items], np.uint8))
+
+    for split in counts:
+        log.info("%s: %s", split, ", ".join(f"{label} {n}" for label, n in counts[split].items()))
+    train_images, train_labels = arrays["train"]
+    val_images, val_labels = arrays.get("val", (None, None))
+    if "test" in arrays:
+        test_images, test_labels = arrays["test"]
+        test_is_validation = False
+    elif val_images is not None:
+        test_images, test_labels = val_images, val_labels
+        test_is_validation = True
+    else:
+        _, held = carve_validation(train_labels, validation_fraction, seed)
+        test_images, test_labels = train_images[held], train_labels[held]
+        test_is_validation = True
+    if test_is_validation:
+        log.info("no test/ folder: the test figures are on the validation images")
+    return ImageFolder(train_images, train_labels, test_images, test_labels, contract, root,
+                       val_images=val_images, val_labels=val_labels, test_is_validation=test_is_validation,
+                       seed=seed, validation_fraction=validation_fraction, counts=counts, skipped=skipped,
+                       checksums={"files": digest.hexdigest()})
+
+
+def carve_validation(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) indices: ``fraction`` of every class, at least one each, seeded."""
+    from train.data import stratified_split
+
+    return stratified_split(labels, fraction, seed, min_each=1)
+
+
+def class_weights(labels: np.ndarray, classes: int, ratio: float = 1.5) -> dict[int, float] | None:
+    """n / (classes * count) per class when the largest class has more than ``ratio`` times
+    the images of the smallest; None (no weighting) for balanced data."""
+    counts = np.bincount(labels.astype(int), minlength=classes)
+    present = counts[counts > 0]
+    if len(present) == 0 or present.max() <= ratio * present.min():
+        return None
+    n = counts.sum()
+    return {c: float(n / (classes * counts[c])) for c in range(classes) if counts[c] > 0}
+
+
+def load_recorded(data: dict | None, data_dir: str | Path | None = None):
+    """The data set a training report's "data" names: the folder with the recorded options,
+    or Fashion-MNIST (also for a report without "kind", written before folders existed)."""
+    if data and data.get("kind") == "folder":
+        folder = load_folder(data["source"], image_size=data.get("image_size"), color=data.get("color"),
+                             preprocess=data.get("preprocess"), seed=data.get("seed", 42),
+                             validation_fraction=data.get("validation_fraction", VALIDATION_FRACTION))
+        recorded = (data.get("sha256") or {}).get("files")
+        if recorded and recorded != folder.checksums.get("files"):
+            log.warning("%s changed since training (its files differ from the recorded ones): the figures "
+                        "are on the folder as it is now", folder.source)
+        return folder
+    from train import data as fmnist
+
+    return fmnist.load(data_dir)
