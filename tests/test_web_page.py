@@ -157,7 +157,7 @@ def test_the_collect_panel_saves_to_the_typed_label(start_server, tmp_path):
     finally:
         driver.quit()
     saved = sorted((collected / "red cup").glob("*.png"))
-    assert len(saved) == 2 and cv2.imread(str(saved[0]), cv2.IMREAD_UNCHANGED).shape == (90, 120)
+    assert len(saved) == 2 and cv2.imread(str(saved[0]), cv2.IMREAD_UNCHANGED).shape == (90, 120, 3)
 
 
 def test_the_page_follows_the_model_s_contract_behind_a_token(start_server, tmp_path):
