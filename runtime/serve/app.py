@@ -8,7 +8,8 @@ The pieces, in the order a request meets them:
 
 - ``make_app(config)``: loads the model into a ``Service`` and assembles the app with
   ``add_routes`` and ``add_middleware``.
-- ``add_middleware``: Prometheus counting and timing of every request, CORS when asked for.
+- ``add_middleware``: the guards of ``guards.py`` (Host, cross-site posts, requests in progress),
+  Prometheus counting and timing of every request, CORS when asked for.
 - ``add_routes``: /v1 (behind ``authorize`` when a token is set), /healthz, /metrics, the page.
 - the route handlers (``classify``, ``classify_batch``, ``model_metadata``, and ``collect`` when the
   server was started with --collect DIR): parse the query
