@@ -137,7 +137,8 @@ class ServeConfig:
 # --- the service: the model and what is done with an upload, without HTTP routing ----------------
 
 class Service:
-    """One worker's model (a Predictor, its contract and a lock) and the server's limits.
+    """One worker's model (a Predictor, safe to share between threads, and its contract) and the
+    server's limits.
 
     Methods raise HTTPException with the 4xx to answer for a bad upload; everything else is
     plain Python, so tests can call ``classify_bytes`` and friends without a client.
@@ -146,8 +147,6 @@ class Service:
     def __init__(self, config: ServeConfig, predictor: Predictor | None = None):
         self.config = config
         self.predictor = predictor or Predictor(config.model, num_threads=config.threads, spin=False)
-        # one interpreter per worker: a thread-pool decode must not share it mid-call
-        self.lock = threading.Lock()
         self.info = self.predictor.info
         self.contract = self.predictor.contract
         self.max_top_k = len(self.contract.labels)
@@ -223,8 +222,7 @@ class Service:
         decoded = self.decode(data)
         try:
             region = decoded_region(roi, decoded)
-            with self.lock:
-                prediction = self.predictor.predict(decoded.pixels, region)
+            prediction = self.predictor.predict(decoded.pixels, region)
         except ValueError as e:  # a roi outside the image
             raise HTTPException(422, str(e)) from None
         finally:
@@ -245,8 +243,7 @@ class Service:
                 inputs.append(self.batch_input(decoded))
                 del decoded
             try:
-                with self.lock:
-                    predictions = self.predictor.predict_batch([pixels for pixels, _, _ in inputs])
+                predictions = self.predictor.predict_batch([pixels for pixels, _, _ in inputs])
             except ValueError as e:
                 raise HTTPException(422, str(e)) from None
         finally:
