@@ -6,24 +6,33 @@ blur, noise; the hard variant is smaller, blurrier and noisier) with a fixed see
 classified through ``Predictor.predict(frame)``. The naive baseline resizes the whole
 frame to 28x28 in grayscale, as a notebook would. Frames from the *test* set are for
 reporting; tune on ``--split train`` only.
+
+Sets (``--sets``, default all): standard, hard, desk (blotchy texture, vignetting, a shadow,
+a dark edge in half the frames, JPEG q70) render the same frames as they always did; wood,
+fabric, keyboard, lamps (two shadows), phone (colour cast, gamma, motion blur, JPEG 50-90) add
+one kind of clutter each to a moderate desk; cluttered draws all of them per frame, with
+perspective (see runtime.camera_sim.SCENES).
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
 
 from runtime import Contract, Predictor, camera_sim
 from runtime.files import write_json
-from runtime.preprocess import resize, to_gray
+from runtime.preprocess import prepare, resize, to_gray
 from train import data as fmnist
 from train.report import confusion_matrix, plot_confusion
 
-VARIANTS = {"standard": camera_sim.STANDARD, "hard": camera_sim.HARD, "desk": camera_sim.DESK}
+VARIANTS = camera_sim.SCENES
+CONFIDENT = 0.5  # an answer the demo and the page show as a label (below: "not sure")
 
 
 def sample(dataset: fmnist.FashionMNIST, split: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -42,21 +51,78 @@ def naive(frame: np.ndarray, contract: Contract) -> np.ndarray:
     return resize(to_gray(frame), contract.width, contract.height)
 
 
+def baseline_preprocessing(ref: str):
+    """``runtime/preprocess.py`` as it was at git ``ref``, as a module (for ``--compare``)."""
+    try:
+        source = subprocess.run(["git", "show", f"{ref}:runtime/preprocess.py"], capture_output=True, text=True,
+                                check=True, cwd=Path(__file__).parents[1]).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        detail = (getattr(e, "stderr", "") or str(e)).strip()
+        raise ValueError(f"cannot read runtime/preprocess.py at {ref!r}: {detail}") from None
+    module = types.ModuleType(f"preprocess_at_{ref}")
+    sys.modules[module.__name__] = module  # dataclasses look their module up there
+    exec(compile(source, f"{ref}:runtime/preprocess.py", "exec"), module.__dict__)
+    return module
+
+
+def classify_with(predictor: Predictor, prepare, frame: np.ndarray) -> tuple[int, bool, float]:
+    """Class index, object found, and preprocessing time (s) of ``frame`` through ``prepare``."""
+    started = time.perf_counter()
+    prepared = prepare(frame, predictor.contract)
+    took = time.perf_counter() - started
+    probabilities = predictor.backend.run(predictor.contract.from_unit(prepared.image[None]))[0]
+    return int(np.argmax(probabilities)), bool(prepared.found), took
+
+
 def evaluate(predictor: Predictor, images: np.ndarray, labels: np.ndarray, scene: camera_sim.Scene,
-             seed: int) -> dict:
+             seed: int, baseline=None) -> dict:
+    """Accuracy through ``Predictor.predict(frame)`` on frames of ``images`` rendered as ``scene``;
+    with ``baseline`` (a preprocessing module), its accuracy and both preprocessing times, per frame
+    side by side."""
     rng = np.random.default_rng(seed)
-    ours, baseline, found = [], [], 0
+    ours, naive_guess, found, confident, took = [], [], 0, [], {"ours": [], "baseline": []}
+    theirs, their_found = [], 0
     for image in images:
         frame = camera_sim.render(image, rng, scene)
         prediction = predictor.predict(frame)
         ours.append(prediction.index)
         found += prediction.object_found
-        baseline.append(predictor.predict(naive(frame, predictor.contract)).index)
-    ours, baseline = np.array(ours), np.array(baseline)
-    return {"accuracy": float((ours == labels).mean()),
-            "naive_resize_accuracy": float((baseline == labels).mean()),
-            "object_found": found / len(images),
-            "confusion_matrix": confusion_matrix(labels, ours, len(predictor.labels)).tolist()}
+        confident.append(prediction.object_found and prediction.confidence >= CONFIDENT)
+        naive_guess.append(predictor.predict(naive(frame, predictor.contract)).index)
+        if baseline is not None:
+            index, was_found, seconds = classify_with(predictor, baseline.prepare, frame)
+            theirs.append(index)
+            their_found += was_found
+            took["baseline"].append(seconds)
+            took["ours"].append(classify_with(predictor, prepare, frame)[2])
+    ours, naive_guess, confident = np.array(ours), np.array(naive_guess), np.array(confident)
+    result = {"accuracy": float((ours == labels).mean()),
+              "naive_resize_accuracy": float((naive_guess == labels).mean()),
+              "object_found": found / len(images),
+              "confident": float(confident.mean()),
+              "confident_accuracy": float((ours == labels)[confident].mean()) if confident.any() else None,
+              "confusion_matrix": confusion_matrix(labels, ours, len(predictor.labels)).tolist()}
+    if baseline is not None:
+        result["baseline"] = {"accuracy": float((np.array(theirs) == labels).mean()),
+                              "object_found": their_found / len(images),
+                              "preprocess_median_us": round(float(np.median(took["baseline"])) * 1e6, 1)}
+        result["preprocess_median_us"] = round(float(np.median(took["ours"])) * 1e6, 1)
+    return result
+
+
+def summary_line(name: str, result: dict, seconds: float) -> str:
+    """One set's row: accuracy, the naive baseline, how often an object was found and answered
+    confidently; with --compare, the old preprocessing's accuracy and both times."""
+    confident = result["confident_accuracy"]
+    line = (f"{name:<10} accuracy {result['accuracy']:7.2%}  naive {result['naive_resize_accuracy']:6.2%}  "
+            f"found {result['object_found']:6.1%}  confident {result['confident']:6.1%} "
+            f"({'-' if confident is None else f'{confident:.1%}'} right)")
+    if "baseline" in result:
+        old = result["baseline"]
+        line += (f"  | {old['accuracy']:7.2%} found {old['object_found']:6.1%}  preprocess "
+                 f"{old['preprocess_median_us']:.0f} -> {result['preprocess_median_us']:.0f} us "
+                 f"({result['preprocess_median_us'] / old['preprocess_median_us']:.2f}x)")
+    return line + f"  ({seconds:.0f} s)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,29 +133,39 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--out", type=Path, default=Path("artifacts"))
+    p.add_argument("--sets", default=",".join(VARIANTS),
+                   help=f"comma-separated sets to render (default all: {','.join(VARIANTS)})")
+    p.add_argument("--compare", metavar="GIT_REF", default=None,
+                   help="also run runtime/preprocess.py as it was at this git commit on the same frames: "
+                        "accuracy and preprocessing time side by side")
     args = p.parse_args(argv)
+    sets = [name.strip() for name in args.sets.split(",") if name.strip()]
+    unknown = [name for name in sets if name not in VARIANTS]
+    if unknown or not sets:
+        p.error(f"unknown set(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(VARIANTS)}")
     try:
         dataset = fmnist.load(args.data_dir)
-    except fmnist.DataError as e:
+        baseline = baseline_preprocessing(args.compare) if args.compare else None
+    except (fmnist.DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     predictor = Predictor(args.model, num_threads=1)
     images, labels = sample(dataset, args.split, args.n, args.seed)
     original = float(np.mean([p.index for p in predictor.predict_batch(images)] == labels))
     results = {"model": str(predictor.model_path), "split": args.split, "frames": len(images),
-               "seed": args.seed, "original_28x28_accuracy": original}
+               "seed": args.seed, "original_28x28_accuracy": original, "compare": args.compare}
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, scene in VARIANTS.items():
+    for name in sets:
+        scene = VARIANTS[name]
         started = time.time()
-        results[name] = evaluate(predictor, images, labels, scene, args.seed)
+        results[name] = evaluate(predictor, images, labels, scene, args.seed, baseline)
         plot_confusion(np.array(results[name]["confusion_matrix"]), predictor.labels,
                        args.out / f"camera_confusion_{args.split}_{name}.png",
                        f"camera-domain ({name}, {args.split}) accuracy {results[name]['accuracy']:.2%}")
-        print(f"{name:<9} accuracy {results[name]['accuracy']:.2%}  naive resize "
-              f"{results[name]['naive_resize_accuracy']:.2%}  object found {results[name]['object_found']:.1%}"
-              f"  ({time.time() - started:.0f} s)")
+        print(summary_line(name, results[name], time.time() - started))
     print(f"same images as 28x28 arrays: {original:.2%}")
-    out = args.out / f"camera_eval_{args.split}.json"
+    suffix = "" if sets == list(VARIANTS) else "_" + "_".join(sets)
+    out = args.out / f"camera_eval_{args.split}{suffix}.json"
     write_json(out, results)
     print(f"wrote {out}")
     return 0
