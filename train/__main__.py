@@ -8,6 +8,7 @@ or interrupted run resumes where it stopped when the same command is run again.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import sys
@@ -57,13 +58,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--arch", default=d.arch, type=arch_spec,
                    help=f"one of {', '.join(ARCHITECTURES)}; builder arguments may follow, "
                         "e.g. edge:width=1.5,dropout=0.3")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="float epochs (max; early stopping)")
-    p.add_argument("--qat-epochs", type=int, default=d.qat_epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--learning-rate", type=learning_rate, default=d.learning_rate,
-                   help="peak learning rate of the float stage (> 0)")
-    p.add_argument("--augment", choices=sorted(PRESETS), default="standard",
-                   help="augmentation preset (camera: + rotation, zoom, gamma, noise)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"float epochs, at most (early stopping); default {d.epochs}, or from the folder's size")
+    p.add_argument("--qat-epochs", type=int, default=None,
+                   help=f"default {d.qat_epochs}, or from the folder's size")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"default {d.batch_size}, or from the folder's size")
+    p.add_argument("--learning-rate", type=learning_rate, default=None,
+                   help=f"peak learning rate of the float stage (> 0); default {d.learning_rate:g}, "
+                        "with --data DIR from --init")
+    p.add_argument("--augment", choices=sorted(PRESETS), default=None,
+                   help="augmentation preset: standard (Fashion-MNIST's default), camera (+ rotation, zoom, "
+                        "gamma, noise), photo (--data DIR's default: shifts, tilts, zoom, light)")
+    p.add_argument("--flip", choices=("auto", "on", "off"), default="auto",
+                   help="mirror training images; auto: the preset's choice, with --data DIR on only when "
+                        "mirrored images stay recognisable (photos yes, digits no)")
+    p.add_argument("--init", choices=("bundled", "scratch"), default=None,
+                   help="start from the bundled Fashion-MNIST network's convolutions (--data DIR's "
+                        "default), or from random weights (Fashion-MNIST's default)")
     p.add_argument("--limit", type=int, default=None,
                    help="train on a stratified subset of this many images (quick runs)")
     p.add_argument("--seed", type=seed, default=d.seed, help="0 to 2**32 - 1")
@@ -81,9 +93,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("artifacts"))
     args = p.parse_args(argv)
     for name in ("epochs", "batch_size"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.qat_epochs < 0 or (args.limit is not None and args.limit < 10):
+    if (args.qat_epochs or 0) < 0 or (args.limit is not None and args.limit < 10):
         p.error("--qat-epochs must be >= 0 and --limit >= 10")
     if args.data == "fashion-mnist":
         for name in ("image_size", "color", "preprocess"):
@@ -96,19 +108,47 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def fashion_config(args: argparse.Namespace):
+    """Fashion-MNIST's recipe (TrainConfig's defaults), with what the flags change."""
+    from train.augment import PRESETS
+    from train.trainer import TrainConfig
+
+    d = TrainConfig()
+    if args.init == "bundled":
+        from train.backbone import check_arch
+
+        check_arch(args.arch)
+    augment = PRESETS[args.augment or "standard"]
+    if args.flip != "auto":
+        augment = dataclasses.replace(augment, flip=args.flip == "on")
+    return TrainConfig(arch=args.arch, epochs=args.epochs or d.epochs,
+                       qat_epochs=d.qat_epochs if args.qat_epochs is None else args.qat_epochs,
+                       batch_size=args.batch_size or d.batch_size, learning_rate=args.learning_rate or d.learning_rate,
+                       limit=args.limit, seed=args.seed, augment=augment, init=args.init or d.init)
+
+
+def folder_config(args: argparse.Namespace, dataset):
+    """The recipe chosen from the folder (train.recipe), with what the flags fix."""
+    from train.recipe import for_folder
+
+    contract = dataset.contract  # another folder or other options: another run, never resumed
+    return for_folder(dataset, epochs=args.epochs, qat_epochs=args.qat_epochs, batch=args.batch_size,
+                      learning_rate=args.learning_rate, augment=args.augment or "photo", flip=args.flip,
+                      init=args.init, arch=args.arch, limit=args.limit, seed=args.seed,
+                      data_id=f"{dataset.checksums['files'][:16]}:{contract.color}:{contract.height}:"
+                              f"{contract.preprocessing}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     # heavy imports after argument parsing, so --help is instant
     from train import data as fmnist
-    from train.pipeline import run
-    from train.augment import PRESETS
     from runtime.files import check_writable, write_error
-    from train.trainer import TrainConfig, TrainingDiverged
+    from train.backbone import BackboneError
+    from train.pipeline import run
+    from train.trainer import TrainingDiverged
 
-    config = TrainConfig(arch=args.arch, epochs=args.epochs, qat_epochs=args.qat_epochs,
-                         batch_size=args.batch_size, learning_rate=args.learning_rate,
-                         limit=args.limit, seed=args.seed, augment=PRESETS[args.augment])
     started = time.time()
     try:
         check_writable(args.out)  # before the data and minutes of training, not after
@@ -118,20 +158,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.data == "fashion-mnist":
             dataset = fmnist.load(args.data_dir)
+            config = fashion_config(args)
         else:
             from train.folders import load_folder
 
             dataset = load_folder(args.data, image_size=args.image_size, color=args.color,
-                                  preprocess=args.preprocess, seed=args.seed,
-                                  validation_fraction=config.validation_fraction)
-            contract = dataset.contract  # another folder or other options: another run, never resumed
-            config.data_id = (f"{dataset.checksums['files'][:16]}:{contract.color}:{contract.height}:"
-                              f"{contract.preprocessing}")
-    except (DataError, ValueError) as e:  # ValueError: FolderError
+                                  preprocess=args.preprocess, seed=args.seed)
+            config = folder_config(args, dataset)
+    except (DataError, ValueError) as e:  # ValueError: FolderError, BackboneError
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
         report = run(config, dataset, args.out)
+    except BackboneError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"\ninterrupted: run the same command again to resume from the last "
               f"finished epoch (checkpoints in {args.out / 'backup'})", file=sys.stderr)

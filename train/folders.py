@@ -35,6 +35,8 @@ SPLITS = ("train", "val", "test")
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 JUNK = {"thumbs.db", "desktop.ini", "__macosx"}  # OS droppings: skipped like hidden files
 MIN_SIZE, MAX_SIZE = 28, 64  # the chosen input size is clamped to this range...
+DECODE_MARGIN = 4  # JPEGs decoded with sides at least 4x the largest input side: the resize to
+# the input then averages 4x4 pixels or more, as it would from the full-size photo
 SIZE_STEP = 4  # ...and a multiple of this (two poolings divide it evenly)
 COLORS = {"gray": 1, "rgb": 3}
 VALIDATION_FRACTION = 1 / 12  # TrainConfig's default: the carve-out when there is no val/
@@ -102,14 +104,18 @@ def files_under(directory: Path) -> list[Path]:
     return found
 
 
-def decode(path: Path) -> np.ndarray:
+def decode(path: Path, at_least: int | None = None) -> np.ndarray:
     """The image as uint8, (H, W) gray or (H, W, 3) BGR (the runtime's colour order).
 
     EXIF orientation applied, transparency composited on white, 16-bit scaled to 8-bit.
+    ``at_least``: a JPEG may be decoded at 1/2 to 1/8 scale (libjpeg's DCT scaling, 4-60x
+    faster for a phone photo) while both sides stay at least this long.
     Raises (OSError, ValueError, ...) for anything that is not a readable image."""
     from PIL import Image, ImageOps
 
     with Image.open(path) as image:
+        if at_least and image.format == "JPEG":
+            image.draft(image.mode, (at_least, at_least))
         image.load()  # a truncated file fails here, not later
         image = ImageOps.exif_transpose(image)
         mode = image.mode
@@ -240,6 +246,7 @@ def load_folder(root: str | Path, *, image_size: int | None = None, color: str |
         per_split[split] = theirs
 
     # first pass: decode everything once; sizes and colours decide the contract
+    at_least = DECODE_MARGIN * max(image_size or MAX_SIZE, MAX_SIZE)
     found: dict[str, list[Found]] = {}
     skipped: list[tuple[str, str]] = []
     cached = 0
@@ -253,7 +260,7 @@ def load_folder(root: str | Path, *, image_size: int | None = None, color: str |
                     size = path.stat().st_size
                     if size == 0:
                         raise ValueError("empty file")
-                    pixels = decode(path)
+                    pixels = decode(path, at_least)
                     if min(pixels.shape[:2]) < 1:
                         raise ValueError("empty image")
                 except Exception as e:  # noqa: BLE001 - any unreadable file is skipped, never fatal
@@ -301,7 +308,7 @@ def load_folder(root: str | Path, *, image_size: int | None = None, color: str |
     for split, items in found.items():
         images = np.empty((len(items), *contract.image_shape), np.uint8)
         for i, f in enumerate(items):
-            pixels = f.pixels if f.pixels is not None else decode(f.path)
+            pixels = f.pixels if f.pixels is not None else decode(f.path, at_least)
             f.pixels = None  # free the decoded copy as soon as it is prepared
             images[i] = np.clip(np.round(prepare(pixels, contract).image * 255), 0, 255).astype(np.uint8)
         if contract.channels == 1:

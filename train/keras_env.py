@@ -1,5 +1,6 @@
 """Import TensorFlow with Keras 2 (tf_keras): tensorflow-model-optimization needs it."""
 
+import logging
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -7,5 +8,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep oneDNN/CUDA banners o
 
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
+
+# TensorFlow's own INFO lines (e.g. one per checkpoint) would reach our INFO-level log
+logging.getLogger("tensorflow").setLevel(logging.WARNING)
 
 __all__ = ["tf", "keras"]

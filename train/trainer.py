@@ -52,7 +52,9 @@ class TrainConfig:
     qat_learning_rate: float = 1e-4  # small: QAT only adapts weights to the int8 grid
     label_smoothing: float = 0.1
     validation_fraction: float = 1 / 12  # 5,000 of 60,000, stratified, from train only
-    patience: int = 8  # early stopping on validation accuracy
+    patience: int = 8  # early stopping...
+    monitor: str = "val_accuracy"  # ...on this (small folders: val_loss, which moves when accuracy ties)
+    init: str = "scratch"  # or "bundled": the bundled network's convolutions (train.backbone)
     limit: int | None = None  # train on a stratified subset, for quick runs and tests
     seed: int = 42
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -270,7 +272,7 @@ def fit(model: keras.Model, splits: Splits, config: TrainConfig, *, stage: str,
     backup = StageBackup(backup_dir, stage)
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=config.patience,
+        keras.callbacks.EarlyStopping(monitor=config.monitor, patience=config.patience,
                                       restore_best_weights=True),
         EpochLog(stage, epochs),
         backup,  # last: it backs up the weights EarlyStopping restores at the end
@@ -407,6 +409,10 @@ def train(config: TrainConfig, splits: Splits, out: Path) -> dict:
 
     def float_stage():
         model = build(config.arch, splits.contract.image_shape, len(splits.contract.labels))
+        if config.init == "bundled":
+            from train.backbone import load_bundled
+
+            load_bundled(model)
         return model, fit(model, splits, config, stage="float", epochs=config.epochs,
                           peak_lr=config.learning_rate, augment=True, backup_dir=out / "backup" / "float")
 

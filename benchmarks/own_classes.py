@@ -1,0 +1,123 @@
+"""Your own classes, end to end: for each folder, `python -m train --data DIR`, then
+`python -m export --format all`, then held-out accuracy through `runtime.Predictor` with
+every exported model, images read from DIR/test/ by OpenCV (not by the training code).
+Prints a table and writes JSON.
+
+    python benchmarks/example_folders.py /tmp/folders
+    python benchmarks/own_classes.py /tmp/folders/digits /tmp/folders/faces --out /tmp/own
+    python benchmarks/own_classes.py /tmp/folders/garments --out /tmp/own_scratch -- --init scratch
+
+Arguments after ``--`` go to `python -m train` (the defaults otherwise). Each folder needs a
+test/ split (its classes, held out); the run's output goes to OUT/<folder name>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from runtime.files import write_json  # noqa: E402
+
+MODELS = ("fashion_int8.tflite", "fashion_int8.onnx", "fashion_float.onnx")
+
+
+def run(command: list[str], log: Path) -> float:
+    """Run ``command`` (output to ``log``); its wall time in seconds; SystemExit if it fails."""
+    started = time.time()
+    with log.open("w") as f:
+        code = subprocess.call(command, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT,
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    if code != 0:
+        raise SystemExit(f"{' '.join(command)} failed (exit {code}); see {log}")
+    return time.time() - started
+
+
+def held_out(folder: Path) -> tuple[list[Path], list[str]]:
+    """The test/ images and their labels (folder names), hidden files skipped."""
+    paths, labels = [], []
+    for class_dir in sorted((folder / "test").iterdir()):
+        if class_dir.is_dir() and not class_dir.name.startswith("."):
+            for path in sorted(class_dir.rglob("*")):
+                if path.is_file() and not path.name.startswith("."):
+                    paths.append(path)
+                    labels.append(class_dir.name)
+    return paths, labels
+
+
+def evaluate(model: Path, paths: list[Path], labels: list[str]) -> dict:
+    import cv2
+
+    from runtime import Predictor
+
+    predictor = Predictor(model)
+    answers = []
+    for path in paths:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # BGR, EXIF orientation applied
+        answers.append(predictor.predict(image).label if image is not None else None)
+    answers, truth = np.array(answers, dtype=object), np.array(labels, dtype=object)
+    per_class = {name: float(np.mean(answers[truth == name] == name)) for name in sorted(set(labels))}
+    return {"accuracy": float(np.mean(answers == truth)), "per_class": per_class,
+            "worst_class": min(per_class, key=per_class.get), "unreadable": int(sum(a is None for a in answers))}
+
+
+def one_folder(folder: Path, out: Path, train_args: list[str]) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    python = sys.executable
+    train_s = run([python, "-m", "train", "--data", str(folder), "--out", str(out), *train_args],
+                  out / "train.log")
+    export_s = run([python, "-m", "export", "--format", "all", "--model", str(out / "qat_model.h5"),
+                    "--out", str(out)], out / "export.log")
+    report = json.loads((out / "train_report.json").read_text())
+    parity = json.loads((out / "parity.json").read_text())
+    paths, labels = held_out(folder)
+    models = {name: evaluate(out / name, paths, labels) for name in MODELS}
+    return {"folder": str(folder), "train_args": train_args, "train_s": round(train_s, 1),
+            "export_s": round(export_s, 1), "total_s": round(train_s + export_s, 1),
+            "contract": report["contract"], "config": report["config"], "train_images": report["data"]["train"],
+            "test_images": len(paths), "qat_report_accuracy": report["qat"]["test_accuracy"],
+            "float_epochs_run": report["float"]["epochs_run"], "parity_passed": parity["passed"],
+            "models": models}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    train_args = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folders", type=Path, nargs="+")
+    p.add_argument("--out", type=Path, default=Path("artifacts/own_classes"))
+    args = p.parse_args(argv)
+    for folder in args.folders:
+        if not (folder / "test").is_dir():
+            p.error(f"{folder} has no test/ folder of held-out images")
+    results = {}
+    for folder in args.folders:
+        results[folder.name] = one_folder(folder, args.out / folder.name, train_args)
+        write_json(args.out / "own_classes.json", {"runs": results})
+    print(f"\n{'folder':<12}{'input':>12}{'train':>7}{'test':>6}{'minutes':>9}{'float ONNX':>12}"
+          f"{'int8 TFLite':>13}{'int8 ONNX':>11}{'worst class (int8 TFLite)':>30}{'parity':>8}")
+    for name, r in results.items():
+        c, m = r["contract"], r["models"]
+        shape = "x".join(str(n) for n in c["input"]["shape"][1:])
+        tfl = m["fashion_int8.tflite"]
+        worst = f"{tfl['worst_class']} {tfl['per_class'][tfl['worst_class']]:.1%}"
+        print(f"{name:<12}{shape:>12}{r['train_images']:>7}{r['test_images']:>6}{r['total_s'] / 60:>9.1f}"
+              f"{m['fashion_float.onnx']['accuracy']:>12.2%}{tfl['accuracy']:>13.2%}"
+              f"{m['fashion_int8.onnx']['accuracy']:>11.2%}{worst:>30}"
+              f"{'passed' if r['parity_passed'] else 'FAILED':>8}")
+    print(f"wrote {args.out / 'own_classes.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

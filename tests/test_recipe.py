@@ -1,0 +1,107 @@
+"""Defaults chosen from a folder (train.recipe) and --init bundled (train.backbone)."""
+
+import numpy as np
+import pytest
+
+from train import backbone, recipe
+from train.folders import load_folder
+from train.model import build
+
+from test_folders import make_folder
+
+
+def test_batch_and_epochs_follow_the_folder_size():
+    assert [recipe.batch_size(n) for n in (50, 999, 1000, 3999, 4000, 20000)] == [16, 16, 32, 32, 64, 128]
+    # a tiny folder gets the most epochs, a large one the fewest, both within bounds
+    assert recipe.epochs_for(100, 16, recipe.STEPS, recipe.EPOCHS) == recipe.EPOCHS[1]
+    assert recipe.epochs_for(100_000, 128, recipe.STEPS, recipe.EPOCHS) == recipe.EPOCHS[0]
+    assert recipe.epochs_for(1500, 32, recipe.STEPS, recipe.EPOCHS) == 54  # 47 steps an epoch
+
+
+def glyphs(rng, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Left- and right-facing wedges: classes that a mirror swaps."""
+    yy, xx = np.mgrid[:16, :16]
+    images, labels = [], []
+    for i in range(n):
+        label = i % 2
+        wedge = (np.abs(yy - 8) < (xx if label == 0 else 15 - xx) / 2).astype(np.float32)
+        images.append(np.clip(255 * wedge + rng.normal(0, 20, (16, 16)), 0, 255).astype(np.uint8))
+        labels.append(label)
+    return np.array(images), np.array(labels)
+
+
+def test_flips_only_where_a_mirror_keeps_the_class(tmp_path):
+    rng = np.random.default_rng(0)
+    images, labels = glyphs(rng, 60)
+    assert recipe.flip_score(images, labels) < 0.2  # a mirrored wedge is the other class
+    folder = load_folder(make_folder(tmp_path / "shapes", per_class=12))  # discs and bars: symmetric
+    assert recipe.flip_score(folder.train_images, folder.train_labels) > 0.9
+    assert recipe.for_folder(folder).augment.flip
+    assert not recipe.for_folder(folder, flip="off").augment.flip
+
+
+def test_folder_recipe_and_overrides(tmp_path, caplog):
+    folder = load_folder(make_folder(tmp_path / "shapes", per_class=12))
+    with caplog.at_level("INFO"):
+        config = recipe.for_folder(folder, seed=3)
+    assert "recipe for 36 images: batch 16" in caplog.text
+    assert (config.batch_size, config.epochs) == (16, recipe.EPOCHS[1])
+    assert (config.init, config.monitor) == ("bundled", "val_loss")
+    assert config.augment.fill == "nearest" and config.seed == 3
+    config = recipe.for_folder(folder, epochs=5, qat_epochs=0, batch=8, learning_rate=0.01, init="scratch")
+    assert (config.epochs, config.qat_epochs, config.batch_size) == (5, 0, 8)
+    assert (config.learning_rate, config.init) == (0.01, "scratch")
+    assert recipe.for_folder(folder, arch="lenet").init == "scratch"  # no bundled layers to start from
+    with pytest.raises(backbone.BackboneError, match="--arch edge"):
+        recipe.for_folder(folder, arch="edge:width=1.5", init="bundled")
+
+
+def test_the_bundled_convolutions_reproduce_the_bundled_network():
+    """The conv features of a model started from the bundled network equal the bundled ONNX's."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+
+    model = build("edge", (28, 28, 1), 10)
+    assert backbone.load_bundled(model) == 4
+    graph = onnx.load(str(backbone.BUNDLED))
+    last_pool = [n for n in graph.graph.node if n.op_type == "MaxPool"][-1].output[0]
+    graph.graph.output.append(helper.make_tensor_value_info(last_pool, onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(graph.SerializeToString())
+    x = np.random.default_rng(0).uniform(0, 1, (8, 28, 28, 1)).astype(np.float32)
+    expected = session.run([last_pool], {session.get_inputs()[0].name: x})[0]
+    if expected.shape[1] != 3:  # NCHW inside the graph
+        expected = expected.transpose(0, 2, 3, 1)
+    pool = [layer for layer in model.layers if layer.__class__.__name__ == "MaxPooling2D"][-1]
+    from train.keras_env import keras
+
+    features = keras.Model(model.inputs, pool.output)(x, training=False).numpy()
+    np.testing.assert_allclose(features, expected, atol=1e-4)
+
+
+def test_colour_and_other_sizes_take_the_bundled_convolutions():
+    gray, colour = build("edge", (40, 40, 1), 3), build("edge", (40, 40, 3), 3)
+    backbone.load_bundled(gray)
+    backbone.load_bundled(colour)
+    x = np.random.default_rng(1).uniform(0, 1, (2, 40, 40, 1)).astype(np.float32)
+    conv = [layer for layer in gray.layers if layer.__class__.__name__ == "Conv2D"][0]
+    conv3 = [layer for layer in colour.layers if layer.__class__.__name__ == "Conv2D"][0]
+    # a gray picture given as colour gives the gray model's first features
+    np.testing.assert_allclose(conv3(np.repeat(x, 3, axis=-1)).numpy(), conv(x).numpy(), atol=1e-5)
+
+
+def test_only_the_edge_architecture_takes_the_bundled_layers():
+    with pytest.raises(backbone.BackboneError, match="--init scratch"):
+        backbone.load_bundled(build("lenet", (28, 28, 1), 3))
+    with pytest.raises(backbone.BackboneError):
+        backbone.check_arch("edge:width=0.5")
+    backbone.check_arch("edge:dropout=0.3")
+
+
+def test_cli_refuses_bundled_init_for_another_architecture(tmp_path, capsys):
+    from train.__main__ import main
+
+    data = make_folder(tmp_path / "shapes", per_class=4)
+    for data_args in (["--data", str(data)], []):
+        assert main([*data_args, "--arch", "lenet", "--init", "bundled", "--out", str(tmp_path / "out")]) == 2
+        assert "--init scratch" in capsys.readouterr().err
