@@ -68,3 +68,68 @@ def test_camera_eval_lists_its_sets_and_refuses_unknown_ones(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--sets", "desk,marble"])
     assert exit_.value.code == 2 and "unknown set(s) marble" in capsys.readouterr().err
+
+
+# --- preprocessing on a desk ---------------------------------------------------------------
+
+def desk_frame(garment: tuple[int, int, int, int], keyboard: bool = True) -> np.ndarray:
+    """A light backdrop with strong vignetting, a keyboard along the bottom, and a dark
+    block (x, y, w, h) for a garment: the case a plane fitted to the border gets wrong."""
+    yy, xx = np.mgrid[0:480, 0:640].astype(np.float32)
+    light = 1 - 0.35 * ((xx / 640 - 0.5) ** 2 + (yy / 480 - 0.5) ** 2) / 0.5
+    frame = np.repeat((215 * light)[..., None], 3, axis=2)
+    if keyboard:
+        body = yy >= 400
+        caps = body & (np.mod(xx, 28) > 4) & (np.mod(yy - 400, 28) > 4)
+        frame[body], frame[caps] = 30, 60
+    x, y, w, h = garment
+    frame[y:y + h, x:x + w] = (40, 30, 60)
+    return frame.astype(np.uint8)
+
+
+def test_a_vignetted_desk_with_a_keyboard_frames_the_garment():
+    from runtime import Predictor
+
+    prediction = Predictor(num_threads=1).predict(desk_frame((200, 80, 150, 240)))
+    assert prediction.object_found
+    assert np.allclose(prediction.box, (200, 80, 150, 240), atol=10), prediction.box
+
+
+def test_a_garment_running_off_the_frame_is_a_best_guess_not_found():
+    from runtime import Predictor
+    from runtime.preprocess import prepare
+
+    predictor = Predictor(num_threads=1)
+    frame = desk_frame((250, 0, 150, 300), keyboard=False)
+    prediction = predictor.predict(frame)
+    assert not prediction.object_found and prediction.box is not None and prediction.box[1] == 0
+    assert np.isfinite(prediction.probabilities).all()
+    assert prepare(frame, predictor.contract).image.max() > 0.5  # the crop, not a blank image
+
+
+def test_without_opencv_the_same_garment_is_found(monkeypatch):
+    from runtime import Predictor
+    from runtime import preprocess
+
+    contract = Predictor(num_threads=1).contract
+    frame = desk_frame((200, 80, 150, 240))
+    with_cv = preprocess.prepare(frame, contract)
+    blurred = preprocess.box_blur(frame[..., 0].astype(np.float32) / 255, 9)
+    monkeypatch.setattr(preprocess, "cv2", None)
+    assert np.abs(preprocess.box_blur(frame[..., 0].astype(np.float32) / 255, 9) - blurred).max() < 1e-4
+    without = preprocess.prepare(frame, contract)
+    assert without.found and np.allclose(without.box, with_cv.box, atol=10)
+
+
+@pytest.mark.parametrize("name, floor", [("desk", 0.75), ("keyboard", 0.7), ("cluttered", 0.65)])
+def test_desk_frames_of_training_images_are_mostly_right(name, floor, fashion):
+    """A guard against regressions (the full measurement: python -m train.camera_eval)."""
+    from runtime import Predictor
+    from train.camera_eval import sample
+
+    predictor = Predictor(num_threads=1)
+    images, labels = sample(fashion, "train", 100, 11)
+    rng = np.random.default_rng(11)
+    hits = [predictor.predict(camera_sim.render(image, rng, camera_sim.SCENES[name])).index == label
+            for image, label in zip(images, labels)]
+    assert np.mean(hits) >= floor
