@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from camera_demo.capture import CaptureThread
-from camera_demo.overlay import FpsMeter, draw_note, draw_overlay, guide_box
+from camera_demo.overlay import FpsMeter, advice, draw_note, draw_overlay, guide_box
 from camera_demo.sources import Source, SourceError, open_source
 from camera_demo.video import CannotWrite, Recorder, check_record_path, video_writer
 from runtime import ModelError, Prediction, Predictor, Roi
@@ -135,11 +135,12 @@ def classify(predictor: Predictor, frame: np.ndarray, roi: Roi | None) -> tuple[
 
 
 def frame_record(frame: int, elapsed_s: float, prediction: Prediction, latency_ms: float,
-                 infer_ms: float) -> dict:
-    """The JSON line of one frame (``--headless`` or ``--json``)."""
+                 infer_ms: float, note: str | None = None) -> dict:
+    """The JSON line of one frame (``--headless`` or ``--json``); ``advice`` is what the overlay
+    told the user about a poor frame (see camera_demo.overlay.advice), else null."""
     return {"frame": frame, "t": round(elapsed_s, 4), "label": prediction.label,
             "index": prediction.index, "confidence": round(prediction.confidence, 4),
-            "object_found": prediction.object_found, "latency_ms": round(latency_ms, 3),
+            "object_found": prediction.object_found, "advice": note, "latency_ms": round(latency_ms, 3),
             "infer_ms": round(infer_ms, 3)}
 
 
@@ -263,7 +264,8 @@ class Demo:
             self.crop = roi_crop(frame, roi)  # before the overlay is drawn on the frame
         if not self.paused:
             self.prediction, self.infer_ms = classify(self.predictor, frame, roi)
-        draw_overlay(frame, self.prediction, roi, self.fps.tick(), self.infer_ms, self.top_k)
+        note = advice(frame, self.prediction, roi)  # before the overlay is drawn on the frame
+        draw_overlay(frame, self.prediction, roi, self.fps.tick(), self.infer_ms, self.top_k, note)
         latency_ms = (time.perf_counter() - stamp) * 1e3
         self.latencies.append(latency_ms)
         self.frames += 1
@@ -277,7 +279,7 @@ class Demo:
         if self.window:  # before the JSON line, which then says what the c key saved
             reason, saved = self.show(frame)
         line = frame_record(self.frames, time.perf_counter() - self.started, self.prediction, latency_ms,
-                            self.infer_ms)
+                            self.infer_ms, note)
         if saved is not None:
             line["saved"] = str(saved)
         if self.emit and not emit_json_line(line):

@@ -2,6 +2,7 @@
 
 import json
 import os
+from dataclasses import replace
 import shutil
 import signal
 import subprocess
@@ -104,6 +105,51 @@ def test_max_frames_and_image_directory(tmp_path):
     direct = [Predictor().predict(image).index for image in samples["images"][:3]]
     assert labels == direct  # the files give what the arrays give
     assert np.mean(np.array(labels) == samples["labels"][:3]) >= 2 / 3
+
+
+def test_poor_frames_get_advice_in_the_json_lines(tmp_path):
+    """A dark frame, an empty backdrop and a garment cut by the frame's edge are said to be
+    poor; a good one is not."""
+    from runtime import camera_sim
+
+    samples = np.load(ROOT / "camera_demo" / "samples.npz")
+    good = camera_sim.render(samples["images"][0], np.random.default_rng(0))
+    cut = np.full((480, 640, 3), 200, np.uint8)
+    cut[:300, 250:400] = 40  # runs off the top: the segmentation is not sound
+    frames = {"0_good": good, "1_dark": (good // 8), "2_empty": np.full((480, 640, 3), 200, np.uint8), "3_cut": cut}
+    for name, frame in frames.items():
+        cv2.imwrite(str(tmp_path / f"{name}.png"), frame)
+    result = run_demo("--source", tmp_path, "--headless")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()[:-1]]
+    assert [line["advice"] for line in lines] == [None, "too dark: add light", "nothing found in the box",
+                                                  "move the garment into the box"]
+
+
+def test_advice_follows_the_prediction_and_greys_the_labels():
+    from camera_demo.overlay import BAR, MOVE_IN, MUTED_BAR, NOT_SURE, NOTHING, TOO_DARK, advice, draw_overlay
+    from runtime import Prediction, Roi
+
+    labels = ("a", "b", "c")
+    sure = Prediction(0, "a", 0.9, np.array([0.9, 0.06, 0.04]), labels, True, (200, 100, 100, 200))
+    light = np.full((480, 640, 3), 180, np.uint8)
+    box = Roi(128, 48, 384, 384)
+    assert advice(light, sure, box) is None
+    assert advice(np.full((480, 640, 3), 20, np.uint8), sure, box) == TOO_DARK
+    assert advice(light, replace(sure, object_found=False, box=None), box) == NOTHING
+    assert advice(light, replace(sure, object_found=False), box) == MOVE_IN  # a box, but not sound
+    assert advice(light, replace(sure, box=(128, 100, 100, 200)), box) == MOVE_IN  # at the guide box's edge
+    assert advice(light, replace(sure, box=(0, 0, 640, 480)), None) is None  # a photo cropped to the garment
+    assert advice(light, replace(sure, confidence=0.3), box) == NOT_SURE
+    assert advice(light, None, box) is None
+    shown = draw_overlay(light.copy(), sure, box, 30.0, 1.0)
+    muted = draw_overlay(light.copy(), replace(sure, confidence=0.3), box, 30.0, 1.0, note=NOT_SURE)
+    assert tuple(shown[16, 112]) == BAR and tuple(muted[16, 112]) == MUTED_BAR  # the first label's bar
+    assert (muted[400:432, 128:512] != light[400:432, 128:512]).any()  # the note, at the box's bottom
+    assert advice(np.zeros((480, 640, 3), np.uint8), sure, box) == TOO_DARK
+    bright_on_black = np.zeros((480, 640, 3), np.uint8)
+    bright_on_black[150:330, 260:380] = 200  # a bright garment on black is not a dark frame
+    assert advice(bright_on_black, sure, box) is None
 
 
 def test_no_camera_is_an_actionable_error():
@@ -212,7 +258,7 @@ def test_keys_json_lines_and_the_summary(capsys):
     emit_json_line(frame_record(7, 1.234567, prediction, 2.34567, 1.23456))
     assert json.loads(capsys.readouterr().out) == {
         "frame": 7, "t": 1.2346, "label": "b", "index": 1, "confidence": 0.6543, "object_found": True,
-        "latency_ms": 2.346, "infer_ms": 1.235}
+        "advice": None, "latency_ms": 2.346, "infer_ms": 1.235}
     report = summary(4, 2.0, [1.0, 2.0, 3.0, 4.0], 1, "cam", Path("m.onnx"), "lost")
     assert report == {"summary": True, "frames": 4, "fps": 2.0, "p95_latency_ms": 3.85,
                       "median_latency_ms": 2.5, "dropped": 1, "source": "cam", "model": "m.onnx",

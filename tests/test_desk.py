@@ -133,3 +133,29 @@ def test_desk_frames_of_training_images_are_mostly_right(name, floor, fashion):
     hits = [predictor.predict(camera_sim.render(image, rng, camera_sim.SCENES[name])).index == label
             for image, label in zip(images, labels)]
     assert np.mean(hits) >= floor
+
+
+# --- the web page says when the frame is poor ------------------------------------------------
+
+@pytest.mark.parametrize("scene, expected", [("dark", "too dark: add light"), ("empty", "nothing found in the box")])
+def test_the_web_page_says_when_the_frame_is_poor(scene, expected, start_server, fashion, tmp_path):
+    web = pytest.importorskip("test_web_page")  # its helpers; skipped without selenium or Chromium
+    if not (web.CHROMIUM and web.CHROMEDRIVER):
+        pytest.skip("needs Debian's chromium and chromium-driver (.ci/run installs them)")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    frame = camera_sim.render(fashion.test_images[1], np.random.default_rng(0), web.HELD)
+    frame = frame // 8 if scene == "dark" else np.full_like(frame, 190)
+    video = tmp_path / "camera.y4m"
+    web.write_y4m(video, [frame] * 20)
+    url, _ = start_server()
+    driver = web.chromium(video)
+    try:
+        driver.get(url)
+        label = driver.find_element(By.ID, "label")
+        WebDriverWait(driver, 40).until(lambda _: label.get_attribute("data-advice"))
+        assert label.get_attribute("data-advice") == expected and label.text == expected
+        assert "unsure" in driver.find_element(By.ID, "results").get_attribute("class")
+    finally:
+        driver.quit()

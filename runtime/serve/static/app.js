@@ -4,12 +4,26 @@
 // model takes (its labels, input size) comes from GET /v1/model's `contract`. When the server
 // collects training images (GET /v1/model's `collect`), the collect panel saves the same guide-box
 // crop (or the picked image) to POST /v1/collect?label=... .
+// A poor frame (too dark, nothing found, the garment not in the box, the model not sure) is
+// said so in place of the label, with the bars greyed, as the camera demo's overlay does.
 
 const GUIDE = 0.8;            // guide box: a centred square, 80% of the short side (as the camera demo)
 const SEND_SIDE = 224;        // the box is sent at most this wide (or the model's input size, if larger)
 const MAX_BARS = 3;           // labels shown with their bars (fewer when the model has fewer)
 const MIN_INTERVAL_MS = 200;  // at most five requests a second
 const TOKEN_KEY = "fashion-edge-token";
+// Advice, the camera demo's thresholds (camera_demo/overlay.py): DARK is the 0-255 brightness
+// the brightest tenth of the guide box does not reach in a dark frame; below CONFIDENT the answer is
+// "not sure"; a found box within EDGE_SLACK pixels of the sent crop's edge runs off the box.
+const DARK = 40;
+const CONFIDENT = 0.5;
+const EDGE_SLACK = 2;
+const ADVICE = {
+  dark: "too dark: add light",
+  nothing: "nothing found in the box",
+  moveIn: "move the garment into the box",
+  notSure: "not sure: hold it still",
+};
 
 const $ = (id) => document.getElementById(id);
 const video = $("video"), overlay = $("overlay"), still = $("still");
@@ -71,11 +85,51 @@ async function classify(blob) {
   return answer;
 }
 
-function render(answer) {
+// What to tell the user about a poor frame, or null when the answer can be shown. `frame`
+// ({brightness, side} of the sent guide-box crop) is null for a picked file, which may be
+// cropped to the garment and is not judged by its light.
+function advice(answer, frame) {
+  if (frame && frame.brightness < DARK) return ADVICE.dark;
+  if (!answer.object_found) return answer.box ? ADVICE.moveIn : ADVICE.nothing;
+  if (frame && answer.box) {
+    const [x, y, w, h] = answer.box;
+    if (x <= EDGE_SLACK || y <= EDGE_SLACK || x + w >= frame.side - EDGE_SLACK || y + h >= frame.side - EDGE_SLACK) {
+      return ADVICE.moveIn;
+    }
+  }
+  if (answer.confidence < CONFIDENT) return ADVICE.notSure;
+  return null;
+}
+
+// How bright (0-255) the brightest tenth of a canvas is, from every 4th pixel each way (a
+// histogram of the pixels' mean over R, G, B), as the camera demo measures it.
+function canvasBrightness(canvas) {
+  const { data, width, height } = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height);
+  const histogram = new Uint32Array(256);
+  let count = 0;
+  for (let y = 0; y < height; y += 4) {
+    for (let x = 0; x < width; x += 4) {
+      const i = 4 * (y * width + x);
+      histogram[Math.floor((data[i] + data[i + 1] + data[i + 2]) / 3)] += 1;
+      count += 1;
+    }
+  }
+  let below = 0;
+  for (let level = 0; level < 256; level += 1) {
+    below += histogram[level];
+    if (below > 0.9 * count) return level;
+  }
+  return 0;
+}
+
+function render(answer, frame = null) {
   const label = $("label");
-  label.textContent = answer.object_found ? answer.label : "nothing found in the box";
-  label.dataset.label = answer.object_found ? answer.label : "";
-  label.classList.toggle("unsure", !answer.object_found || answer.confidence < 0.5);
+  const note = advice(answer, frame);
+  label.textContent = note || answer.label;
+  label.dataset.label = answer.object_found ? answer.label : "";  // the best guess, even when unsure
+  label.dataset.advice = note || "";
+  label.classList.toggle("unsure", Boolean(note));
+  $("results").classList.toggle("unsure", Boolean(note));
   $("results").replaceChildren(...answer.top_k.map(({ label: name, confidence }) => {
     const item = document.createElement("li");
     const bar = document.createElement("div"), fill = document.createElement("span"), pct = document.createElement("span");
@@ -102,8 +156,9 @@ async function grabGuideBox() {
   const side = sendSide(box.w, model.input);
   grab.width = grab.height = side;
   grab.getContext("2d").drawImage(video, box.x, box.y, box.w, box.h, 0, 0, side, side);
+  const frame = { brightness: canvasBrightness(grab), side };
   return new Promise((resolve, reject) => grab.toBlob(
-    (blob) => (blob ? resolve({ blob, box, scale: box.w / side }) : reject(new Error("could not capture a frame"))),
+    (blob) => (blob ? resolve({ blob, box, scale: box.w / side, frame }) : reject(new Error("could not capture a frame"))),
     "image/jpeg", 0.9));
 }
 
@@ -112,10 +167,10 @@ async function classifyLoop() {
     const started = performance.now();
     if (!document.hidden && video.readyState >= 2 && video.videoWidth) {
       try {
-        const { blob, box, scale } = await grabGuideBox();
+        const { blob, box, scale, frame } = await grabGuideBox();
         const answer = await classify(blob);
         if (!live) break;
-        render(answer);
+        render(answer, frame);
         lastBox = answer.object_found && answer.box ? {
           x: box.x + answer.box[0] * scale, y: box.y + answer.box[1] * scale,
           w: answer.box[2] * scale, h: answer.box[3] * scale } : null;
