@@ -7,9 +7,8 @@ contract's preprocessing kind:
 - ``resize``: the whole image (or the roi) resized to the input, in gray or RGB.
 - ``object``: find the object against the backdrop (``locate``: grayscale; a backdrop
   surface fitted to the border, a plane plus the lens's vignetting, robust to a table edge
-  or a keyboard along one side; polarity; the local backdrop around the object, so uneven
-  light and large blotches cancel; a threshold; bands across a side dropped; the largest
-  blob), then frame it as the training data were. One channel: the object's signal, bright
+  or a keyboard along one side; polarity; a threshold; bands across a side dropped; the
+  largest blob), then frame it as the training data were. One channel: the object's signal, bright
   on black (a dark garment on a light backdrop becomes bright, as Fashion-MNIST negated its
   photos), the backdrop's texture below a floor dropped, longest side filling the input,
   centred, contrast stretched. Three channels: the object's box widened to the input's
@@ -42,8 +41,6 @@ MIN_CONTRAST = 0.08  # object-vs-background difference (0-1) below which nothing
 MARGIN = 0.0
 BAND_COVER = 0.6  # a line across the frame this full of "object" is a band (table edge, keyboard)
 MERGE_ROUNDS = 4  # pieces merged into the garment's box: enough for a sandal's straps
-BACKDROP_WINDOW = 5  # the local backdrop averages windows of 1/5 of the short side (a vignette, blotches)
-BACKDROP_PRIOR = 0.1  # weight of the border's surface where the window holds few backdrop pixels
 # Signal below this many robust standard deviations of the backdrop's texture is dropped; on
 # train-derived frames 2 beat 0, 1 and 4 (wood 82 -> 86%, lamps 84.5 -> 86%, plain unchanged).
 TEXTURE_FLOOR = 2.0
@@ -63,8 +60,7 @@ class Prepared:
 class Located:
     """Where ``locate`` found the object, and the backdrop it stands out from."""
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 in full-resolution pixels
-    backdrop: np.ndarray  # the backdrop's brightness on the small copy (see backdrop_map)
-    scale: tuple[float, float]  # full-resolution pixels per small-copy pixel (x, y)
+    coef: np.ndarray  # the backdrop surface (see fit_background)
     light_backdrop: bool  # a dark object on a light backdrop
     sound: bool = True  # the object is whole and clear of clutter (see object_box); else a best guess
     texture: float = 0.0  # the backdrop's robust spread around the backdrop map (0-1)
@@ -197,7 +193,7 @@ def border_geometry(h: int, w: int):
 
 def fit_background(small: np.ndarray, tolerance: float = 0.05) -> np.ndarray:
     """Coefficients (a, b, c, d) of the backdrop surface a + b*x + c*y + d*radius2(x, y), x and y
-    in [0, 1): an even lighting gradient and the lens's vignetting (a plane alone reads a
+    in [0, 1): an even lighting gradient and the lens's vignetting, d <= 0 (a plane alone reads a
     vignetted frame's bright centre as a bright object: desk frames 63% -> 71% with it).
 
     Fitted to the frame's border, which is mostly backdrop. A table edge or a keyboard can
@@ -217,6 +213,9 @@ def fit_background(small: np.ndarray, tolerance: float = 0.05) -> np.ndarray:
     if best.sum() >= 3:
         d = design[best]
         coef = np.linalg.solve(d.T @ d + 1e-6 * np.eye(len(coef)), d.T @ values[best])
+        if coef[3] > 0:  # corners brighter than the centre: no lens does that (folds of cloth do)
+            d = d[:, :3]
+            coef = np.append(np.linalg.solve(d.T @ d + 1e-6 * np.eye(3), d.T @ values[best]), 0.0)
     return coef.astype(np.float32)
 
 
@@ -229,34 +228,6 @@ def plane(coef: np.ndarray, shape: tuple[int, int], box: tuple[int, int, int, in
     xs = (np.arange(x0, x1 - step + 1, step, dtype=np.float32) + (step - 1) / 2) / w
     ys = (np.arange(y0, y1 - step + 1, step, dtype=np.float32) + (step - 1) / 2) / h
     return coef[0] + coef[1] * xs[None, :] + coef[2] * ys[:, None] + coef[3] * radius2(xs[None, :], ys[:, None])
-
-
-def box_blur(image: np.ndarray, side: int) -> np.ndarray:
-    """Mean over ``side`` x ``side`` windows (edges replicated), float32; O(1) per pixel."""
-    if cv2 is not None:
-        return cv2.blur(image, (side, side), borderType=cv2.BORDER_REPLICATE)
-    pad = side // 2
-    padded = np.pad(image.astype(np.float64), ((pad + 1, side - pad - 1), (pad + 1, side - pad - 1)), mode="edge")
-    total = padded.cumsum(0).cumsum(1)
-    h, w = image.shape
-    window = total[side:side + h, side:side + w] - total[:h, side:side + w] - total[side:side + h, :w] + total[:h, :w]
-    return (window / (side * side)).astype(np.float32)
-
-
-def backdrop_map(small: np.ndarray, coef: np.ndarray, exclude: np.ndarray) -> np.ndarray:
-    """The backdrop's brightness at every pixel of the small copy: the border's plane, plus
-    the local departure of the backdrop pixels around (``exclude``: the object's pixels, left
-    out), so vignetting, uneven light and large blotches cancel where a plane cannot follow.
-
-    A normalised box filter (twice: nearly Gaussian) of the plane's residual over the backdrop
-    pixels; where few backdrop pixels are near (inside a large garment) it falls back to the
-    plane rather than extrapolating from a handful."""
-    base = plane(coef, small.shape)
-    keep = (~exclude).astype(np.float32)
-    side = max(3, (min(small.shape) // BACKDROP_WINDOW) | 1)
-    num = box_blur(box_blur((small - base) * keep, side), side)
-    den = box_blur(box_blur(keep, side), side)
-    return base + num / (den + BACKDROP_PRIOR)
 
 
 def shrink(image: np.ndarray, step: int) -> np.ndarray:
@@ -381,8 +352,8 @@ def small_copy(gray: np.ndarray) -> tuple[np.ndarray, float, float]:
 def departure(small: np.ndarray, backdrop: np.ndarray, light_backdrop: bool) -> np.ndarray:
     """How far each pixel departs from the backdrop towards the object (bright on black).
 
-    (A ratio to the backdrop's brightness, so a garment in a dim corner would read as in the
-    light, measured no better on the train-derived desk frames: a plain difference it is.)"""
+    (Measured on the train-derived desk frames and not kept: a ratio to the backdrop's
+    brightness, and a local backdrop map around the object; neither beat this difference.)"""
     return (backdrop - small) if light_backdrop else (small - backdrop)
 
 
@@ -414,14 +385,9 @@ def locate(gray: np.ndarray) -> Located | None:
     if contrast < MIN_CONTRAST:
         return None
     threshold = max(otsu(signal), contrast * 0.25, MIN_CONTRAST / 2)
-    # 4. the local backdrop around what stands out (a vignette, uneven light, blotches), the
-    #    object against it, and how much the backdrop's own texture departs from it
-    exclude = np.abs(diff) > threshold / 2
-    backdrop = backdrop_map(small, coef, exclude)
-    signal = departure(small, backdrop, light_backdrop)
-    texture = spread((small - backdrop)[~exclude])
-    (peak,) = quantiles(signal, 0.99)
-    box, sound = object_box(signal, max(otsu(signal), peak * 0.25, MIN_CONTRAST / 2))
+    # 4. how much the backdrop's own texture departs from the surface, and the object's box
+    texture = spread(diff[np.abs(diff) <= threshold / 2])
+    box, sound = object_box(signal, threshold)
     if box is None:
         return None
     # 5. the box in full resolution, with a margin, clipped to the frame
@@ -431,25 +397,7 @@ def locate(gray: np.ndarray) -> Located | None:
     x1, y1 = min(w, int(np.ceil((x + bw + m) * sx))), min(h, int(np.ceil((y + bh + m) * sy)))
     if x1 - x0 < 2 or y1 - y0 < 2:
         return None
-    return Located((x0, y0, x1, y1), backdrop, (sx, sy), light_backdrop, sound, texture)
-
-
-def backdrop_patch(found: Located, box: tuple[int, int, int, int], shape: tuple[int, int]) -> np.ndarray:
-    """The backdrop map over ``box`` (x0, y0, x1, y1, full resolution), sampled on a grid of
-    ``shape``: bilinear between the small copy's pixel centres."""
-    x0, y0, x1, y1 = box
-    sx, sy = found.scale
-    rows, cols = shape
-    ys = np.clip((y0 + (np.arange(rows) + 0.5) * (y1 - y0) / rows) / sy - 0.5, 0, found.backdrop.shape[0] - 1)
-    xs = np.clip((x0 + (np.arange(cols) + 0.5) * (x1 - x0) / cols) / sx - 0.5, 0, found.backdrop.shape[1] - 1)
-    y_lo, x_lo = ys.astype(int), xs.astype(int)
-    y_hi = np.minimum(y_lo + 1, found.backdrop.shape[0] - 1)
-    x_hi = np.minimum(x_lo + 1, found.backdrop.shape[1] - 1)
-    fy, fx = (ys - y_lo)[:, None].astype(np.float32), (xs - x_lo)[None, :].astype(np.float32)
-    b = found.backdrop
-    top = b[y_lo][:, x_lo] * (1 - fx) + b[y_lo][:, x_hi] * fx
-    bottom = b[y_hi][:, x_lo] * (1 - fx) + b[y_hi][:, x_hi] * fx
-    return top * (1 - fy) + bottom * fy
+    return Located((x0, y0, x1, y1), coef, light_backdrop, sound, texture)
 
 
 def object_signal(gray: np.ndarray, found: Located, height: int, width: int) -> np.ndarray:
@@ -458,7 +406,7 @@ def object_signal(gray: np.ndarray, found: Located, height: int, width: int) -> 
     # the signal inside the box, at about twice the output resolution
     k = max(1, min(max(x1 - x0, y1 - y0) // (2 * max(height, width)), min(x1 - x0, y1 - y0)))
     crop = shrink(gray[y0:y1, x0:x1], k)
-    patch = backdrop_patch(found, (x0, y0, x0 + crop.shape[1] * k, y0 + crop.shape[0] * k), crop.shape)
+    patch = plane(found.coef, gray.shape, (x0, y0, x0 + crop.shape[1] * k, y0 + crop.shape[0] * k), k)
     # the backdrop's texture (wood grain, weave, blotches) below a floor goes: Fashion-MNIST's
     # backgrounds are black
     signal = np.clip(departure(crop, patch, found.light_backdrop) - TEXTURE_FLOOR * found.texture, 0.0, None)
