@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 OUT    ?= artifacts
 MODELS := runtime/models
 
-.PHONY: demo test data train export bench models clean arm64-check compare serve bench-serve
+.PHONY: demo test data train export bench models clean arm64-check compare serve bench-serve own-classes
 
 ## demo: set up, train float + QAT, export every format, parity gate, results table
 demo: $(VENV)/.all data train export bench
@@ -35,6 +35,13 @@ bench-serve: $(VENV)/.dev data
 ## compare: every architecture trained alike, QAT, int8; table, Pareto plot (about 35 min)
 compare: $(VENV)/.all data
 	$(BIN)/python -m experiments.compare --out $(OUT)/compare
+
+## own-classes: example folders (digits, faces, garment photos, a messy folder), each trained with
+## the defaults, exported and scored through the Predictor on its held-out images (about 35 min)
+own-classes: $(VENV)/.dev data
+	$(BIN)/python benchmarks/example_folders.py $(OUT)/folders
+	$(BIN)/python benchmarks/own_classes.py $(addprefix $(OUT)/folders/,digits faces garments messy) \
+	  --out $(OUT)/own_classes
 
 ## models: reproduce the bundled pretrained models (and the test's golden file) from a demo run
 models: demo

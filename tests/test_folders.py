@@ -81,7 +81,7 @@ def test_train_val_test_folders(tmp_path):
 
     splits = make_splits(data, TrainConfig())
     assert len(splits.y_train) == 30 and len(splits.y_val) == 9 and len(splits.y_test) == 12
-    assert splits.class_weight is None
+    assert splits.repeats is None
 
 
 def test_train_and_val_without_test(tmp_path):
@@ -112,7 +112,7 @@ def test_fashion_mnist_split_is_unchanged():
     old = stratified_split(labels, 1 / 12, 42)
     new = stratified_split(labels, 1 / 12, 42, min_each=1)
     assert all(np.array_equal(a, b) for a, b in zip(old, new)) and len(new[1]) == 5000
-    assert folders.class_weights(labels, 10) is None
+    assert folders.oversampling(labels, 10) is None
 
 
 def test_junk_files_are_skipped_with_one_warning(tmp_path, caplog):
@@ -146,11 +146,12 @@ def test_imbalance_is_reported_and_weighted(tmp_path):
     assert data.counts["train"] == counts
     splits = make_splits(data, TrainConfig())
     n, have = len(splits.y_train), np.bincount(splits.y_train)
-    assert splits.class_weight == pytest.approx({c: n / (3 * have[c]) for c in range(3)})
-    assert splits.class_weight[2] > 1 > splits.class_weight[0]
+    assert splits.repeats == {0: 1, 1: 1, 2: round(have[0] / have[2])} and splits.repeats[2] >= 3
+    epoch = np.bincount(splits.y_train[splits.epoch_indices()])
+    assert epoch.max() <= 1.5 * epoch.min()  # balanced sampling
     record = data_record(data, splits)
     assert record["kind"] == "folder" and record["folder_counts"]["train"] == counts
-    assert set(record["class_weight"]) == set(LABELS)
+    assert set(record["oversampling"]) == set(LABELS)
     assert sum(record["per_class"]["train"].values()) == record["train"] == n
     json.dumps(record)  # goes into train_report.json
 

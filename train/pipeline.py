@@ -37,8 +37,8 @@ def data_record(dataset, splits) -> dict:
                   "image_size": splits.contract.height, "color": "gray",
                   "preprocess": splits.contract.preprocessing, "test_is_validation": False}
     record.update(train=len(splits.y_train), validation=len(splits.y_val), test=len(splits.y_test),
-                  per_class=counts, class_weight=None if splits.class_weight is None else
-                  {names[c]: round(w, 4) for c, w in splits.class_weight.items()})
+                  per_class=counts, oversampling=None if splits.repeats is None else
+                  {names[c]: r for c, r in splits.repeats.items()})
     return record
 
 
@@ -61,9 +61,10 @@ def run(config: TrainConfig, dataset, out: Path) -> dict:
     for name in splits.contract.labels:
         log.info("  %-20s train %5d  validation %4d  test %4d", name, data["per_class"]["train"][name],
                  data["per_class"]["validation"][name], data["per_class"]["test"][name])
-    if splits.class_weight is not None:
+    if splits.repeats is not None:
         log.info("imbalanced classes (the largest has more than 1.5x the images of the smallest): "
-                 "class weights %s", ", ".join(f"{k} {v:.2f}" for k, v in data["class_weight"].items()))
+                 "balanced sampling, each image of a class repeated in an epoch: %s",
+                 ", ".join(f"{k} x{v}" for k, v in data["oversampling"].items()))
     out.mkdir(parents=True, exist_ok=True)
     contract = splits.contract
     rep.plot_samples(dataset.train_images, dataset.train_labels, contract.labels, out / "samples.png")

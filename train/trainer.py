@@ -78,7 +78,13 @@ class Splits:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
-    class_weight: dict[int, float] | None = None  # for imbalanced classes (see folders.class_weights)
+    repeats: dict[int, int] | None = None  # imbalanced classes: balanced sampling (folders.oversampling)
+
+    def epoch_indices(self) -> np.ndarray:
+        """The training images of one epoch: each once, or a rare class's repeated."""
+        if self.repeats is None:
+            return np.arange(len(self.y_train))
+        return np.concatenate([np.repeat(np.flatnonzero(self.y_train == c), r) for c, r in self.repeats.items()])
 
 
 def subsample(labels: np.ndarray, idx: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -94,7 +100,7 @@ def make_splits(dataset, config: TrainConfig) -> Splits:
     the data set has its own (a folder's val/); the test set is only for the report.
 
     ``dataset``: ``train.data.FashionMNIST`` or ``train.folders.ImageFolder``."""
-    from train.folders import class_weights
+    from train.folders import oversampling
 
     as_input = dataset.contract.model_input
     own_val = getattr(dataset, "val_images", None) is not None
@@ -119,15 +125,17 @@ def make_splits(dataset, config: TrainConfig) -> Splits:
         dataset.contract,
         as_input(dataset.train_images[train_idx]), y_train,
         x_val, y_val, x_test, y_test,
-        class_weights(y_train, len(dataset.contract.labels)))
+        oversampling(y_train, len(dataset.contract.labels)))
 
 
 def datasets(splits: Splits, config: TrainConfig, augment: bool):
     def one_hot(x, y):
         return x, tf.one_hot(tf.cast(y, tf.int32), len(splits.contract.labels))
 
-    train = (tf.data.Dataset.from_tensor_slices((splits.x_train, splits.y_train))
-             .shuffle(len(splits.x_train), seed=config.seed, reshuffle_each_iteration=True)
+    idx = splits.epoch_indices()
+    x, y = (splits.x_train, splits.y_train) if splits.repeats is None else (splits.x_train[idx], splits.y_train[idx])
+    train = (tf.data.Dataset.from_tensor_slices((x, y))
+             .shuffle(len(x), seed=config.seed, reshuffle_each_iteration=True)
              .batch(config.batch_size))
     if augment:
         train = train.map(make_augmenter(config.augment), num_parallel_calls=tf.data.AUTOTUNE)
@@ -266,8 +274,9 @@ def fit(model: keras.Model, splits: Splits, config: TrainConfig, *, stage: str,
     if epochs == 0:  # e.g. --qat-epochs 0: the model as it is
         return Fitted({}, 0.0)
     train, val = datasets(splits, config, augment)
-    steps = epochs * int(np.ceil(len(splits.x_train) / config.batch_size))
-    warmup = min(steps // 10, int(np.ceil(len(splits.x_train) / config.batch_size)))
+    per_epoch = int(np.ceil(len(splits.epoch_indices()) / config.batch_size))
+    steps = epochs * per_epoch
+    warmup = min(steps // 10, per_epoch)
     compile_model(model, cosine(peak_lr, steps, warmup), config)
     backup = StageBackup(backup_dir, stage)
     callbacks = [
@@ -277,8 +286,7 @@ def fit(model: keras.Model, splits: Splits, config: TrainConfig, *, stage: str,
         EpochLog(stage, epochs),
         backup,  # last: it backs up the weights EarlyStopping restores at the end
     ]
-    model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=0,
-              class_weight=splits.class_weight)
+    model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=0)
     if backup.diverged is not None:
         epoch, loss = backup.diverged
         raise TrainingDiverged(
