@@ -45,7 +45,7 @@ class Prediction:
     confidence: float
     probabilities: np.ndarray = field(repr=False)
     labels: tuple[str, ...] = field(repr=False, default=())
-    object_found: bool = True  # False: nothing stood out from the background
+    object_found: bool = True  # False: nothing stood out, or the segmentation is not sound (a best guess)
     box: tuple[int, int, int, int] | None = None  # x, y, w, h of the object in the input image
 
     def top_k(self, k: int = 3) -> list[tuple[str, float]]:

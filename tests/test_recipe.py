@@ -105,3 +105,21 @@ def test_cli_refuses_bundled_init_for_another_architecture(tmp_path, capsys):
     for data_args in (["--data", str(data)], []):
         assert main([*data_args, "--arch", "lenet", "--init", "bundled", "--out", str(tmp_path / "out")]) == 2
         assert "--init scratch" in capsys.readouterr().err
+
+
+def test_qat_ranges_start_at_the_float_activations():
+    """tfmot's [-6, 6] start would waste levels on negatives and clip above 6 (train.trainer.start_ranges)."""
+    from train.keras_env import keras
+    from train.trainer import quantize
+
+    model = build("edge", (16, 16, 3), 4)
+    x = np.random.default_rng(0).uniform(0, 1, (64, 16, 16, 3)).astype(np.float32)
+    qat = quantize(model, x)
+    relu = keras.Model(model.inputs, model.get_layer("re_lu").output).predict(x, verbose=0)
+    ranges = {v.name.split("/")[-1]: float(v.numpy()) for v in qat.get_layer("quant_re_lu").weights}
+    assert ranges["output_min:0"] == 0 and ranges["output_max:0"] == pytest.approx(relu.max(), rel=1e-5)
+    logits = {v.name.split("/")[-1]: float(v.numpy()) for v in qat.get_layer("quant_dense_1").weights if v.shape == ()}
+    assert logits["pre_activation_min:0"] < 0 < logits["pre_activation_max:0"] < 6
+    assert model.get_layer("dense_1").activation is keras.activations.softmax  # the float model restored
+    untouched = {v.name.split("/")[-1]: float(v.numpy()) for v in quantize(model).get_layer("quant_re_lu").weights}
+    assert untouched["output_min:0"] == -6

@@ -94,5 +94,5 @@ def for_folder(dataset, *, epochs: int | None = None, qat_epochs: int | None = N
              "%d QAT epochs, learning rate %g, from %s", images, batch, epochs, qat_epochs, learning_rate,
              "the bundled Fashion-MNIST network's convolutions" if init == "bundled" else "scratch")
     return TrainConfig(epochs=epochs, qat_epochs=qat_epochs, batch_size=batch, learning_rate=learning_rate,
-                       patience=max(8, epochs // 5), monitor="val_loss", init=init, augment=augmentation,
-                       **fixed)
+                       patience=max(8, epochs // 5), monitor="val_loss", init=init, qat_ranges="data",
+                       augment=augmentation, **fixed)

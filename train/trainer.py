@@ -36,6 +36,7 @@ QAT_MODEL = "qat_model.h5"
 STATE_FILE = "train_state.json"
 PROGRESS_FILE = "progress.json"  # beside a stage's checkpoint: the history of its finished epochs
 STAGE_ATTR = "fashion_edge_stage"  # the HDF5 attribute of a model file holding its stage record
+CALIBRATION = 1024  # training images whose activations start QAT's ranges (qat_ranges "data")
 
 
 class TrainingDiverged(RuntimeError):
@@ -55,6 +56,7 @@ class TrainConfig:
     patience: int = 8  # early stopping...
     monitor: str = "val_accuracy"  # ...on this (small folders: val_loss, which moves when accuracy ties)
     init: str = "scratch"  # or "bundled": the bundled network's convolutions (train.backbone)
+    qat_ranges: str = "tfmot"  # QAT's activation ranges start at tfmot's [-6, 6], or "data" (start_ranges)
     limit: int | None = None  # train on a stratified subset, for quick runs and tests
     seed: int = 42
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -329,10 +331,46 @@ def load_qat_model(path: Path) -> keras.Model:
         return keras.models.load_model(path, compile=False)
 
 
-def quantize(float_model: keras.Model) -> keras.Model:
+def quantize(float_model: keras.Model, calibration: np.ndarray | None = None) -> keras.Model:
+    """The QAT model of ``float_model``; with ``calibration`` images, its activation ranges
+    start where the float model's activations are (``start_ranges``)."""
     import tensorflow_model_optimization as tfmot
 
-    return tfmot.quantization.keras.quantize_model(float_model)
+    qat_model = tfmot.quantization.keras.quantize_model(float_model)
+    if calibration is not None:
+        start_ranges(qat_model, float_model, calibration)
+    return qat_model
+
+
+RANGE_VARIABLES = {"output": "output", "post_activation": "output", "pre_activation": "pre_activation"}
+
+
+def start_ranges(qat_model: keras.Model, float_model: keras.Model, images: np.ndarray) -> None:
+    """Set every activation range of ``qat_model`` to what the float model's activations span
+    on ``images`` (widened to include 0, as tfmot does).
+
+    tfmot starts each range at [-6, 6] and moves it by a moving average with decay 0.999: after
+    the few hundred QAT steps of a small folder three quarters of that start remain, so a ReLU's
+    range spends a third of its 256 levels on negative values that never occur and clips what
+    goes above about 6. (Measured on the garment photos: a QAT model from scratch 11 pp below
+    the float model made of its own weights.) The moving average then goes on from here."""
+    layers = float_model.layers
+    probe = keras.Model(float_model.inputs, [[layer.input, layer.output] for layer in layers])
+    spans = {}
+    for layer, (inputs, outputs) in zip(layers, probe.predict(images, batch_size=256, verbose=0)):
+        spans[layer.name, "output"] = outputs
+        if getattr(layer, "activation", None) not in (None, keras.activations.linear):
+            activation, layer.activation = layer.activation, keras.activations.linear
+            spans[layer.name, "pre_activation"] = layer(inputs).numpy()  # e.g. the logits before softmax
+            layer.activation = activation
+    for wrapper in qat_model.layers:
+        inner = getattr(wrapper, "layer", None)
+        for variable in wrapper.weights if inner is not None else ():
+            name = variable.name.split("/")[-1].split(":")[0]
+            kind, _, end = name.rpartition("_")
+            if kind in RANGE_VARIABLES and end in ("min", "max") and (inner.name, RANGE_VARIABLES[kind]) in spans:
+                values = spans[inner.name, RANGE_VARIABLES[kind]]
+                variable.assign(min(float(values.min()), 0.0) if end == "min" else max(float(values.max()), 0.0))
 
 
 class RunState:
@@ -427,7 +465,7 @@ def train(config: TrainConfig, splits: Splits, out: Path) -> dict:
     float_model, float_info = run_stage(state, "float", out, FLOAT_MODEL, float_stage)
 
     def qat_stage():
-        model = quantize(float_model)
+        model = quantize(float_model, splits.x_train[:CALIBRATION] if config.qat_ranges == "data" else None)
         return model, fit(model, splits, config, stage="qat", epochs=config.qat_epochs,
                           peak_lr=config.qat_learning_rate, augment=True, backup_dir=out / "backup" / "qat")
 

@@ -484,8 +484,9 @@ def add_middleware(app: FastAPI, config: ServeConfig) -> None:
 async def classify(request: Request) -> JSONResponse:
     """One image as the body (image/png, image/jpeg, image/bmp, image/webp) or as the multipart field `image`.
 
-    `object_found` is false when nothing stood out from the background; `box` is the object's
-    x, y, w, h in the uploaded image."""
+    `object_found` is false when nothing stood out from the background or the segmentation is
+    not sound (the answer is then a best guess); `box` is the object's x, y, w, h in the
+    uploaded image."""
     service: Service = request.app.state.service
     top_k, roi = parse_top_k(request, service), parse_roi(request)
     images = await read_images(request, service, batch=False)
@@ -657,7 +658,8 @@ def answer_schema(labels: tuple[str, ...], max_top_k: int) -> dict:
                 "top_k": {"type": "array", "minItems": 1, "maxItems": max_top_k, "items": {
                     "type": "object", "required": ["label", "confidence"],
                     "properties": {"label": label, "confidence": probability}}},
-                "object_found": {"type": "boolean", "description": "false: nothing stood out from the background"},
+                "object_found": {"type": "boolean", "description": "false: nothing stood out from the background, "
+                                                "or the segmentation is not sound (a best guess)"},
                 "box": {"type": ["array", "null"], "items": {"type": "integer", "minimum": 0}, "minItems": 4,
                         "maxItems": 4, "description": "x, y, w, h of the object in the uploaded image's pixels"},
                 "model": MODEL_SCHEMA, "latency_ms": {"type": "number", "minimum": 0}}}
