@@ -115,11 +115,17 @@ def test_qat_ranges_start_at_the_float_activations():
     model = build("edge", (16, 16, 3), 4)
     x = np.random.default_rng(0).uniform(0, 1, (64, 16, 16, 3)).astype(np.float32)
     qat = quantize(model, x)
-    relu = keras.Model(model.inputs, model.get_layer("re_lu").output).predict(x, verbose=0)
-    ranges = {v.name.split("/")[-1]: float(v.numpy()) for v in qat.get_layer("quant_re_lu").weights}
-    assert ranges["output_min:0"] == 0 and ranges["output_max:0"] == pytest.approx(relu.max(), rel=1e-5)
-    logits = {v.name.split("/")[-1]: float(v.numpy()) for v in qat.get_layer("quant_dense_1").weights if v.shape == ()}
+    relu_layer = next(layer for layer in model.layers if isinstance(layer, keras.layers.ReLU))
+    head = model.layers[-1]
+
+    def ranges(quantized, layer):
+        return {v.name.split("/")[-1]: float(v.numpy())
+                for v in quantized.get_layer("quant_" + layer.name).weights if v.shape == ()}
+
+    relu = keras.Model(model.inputs, relu_layer.output).predict(x, verbose=0)
+    started = ranges(qat, relu_layer)
+    assert started["output_min:0"] == 0 and started["output_max:0"] == pytest.approx(relu.max(), rel=1e-5)
+    logits = ranges(qat, head)
     assert logits["pre_activation_min:0"] < 0 < logits["pre_activation_max:0"] < 6
-    assert model.get_layer("dense_1").activation is keras.activations.softmax  # the float model restored
-    untouched = {v.name.split("/")[-1]: float(v.numpy()) for v in quantize(model).get_layer("quant_re_lu").weights}
-    assert untouched["output_min:0"] == -6
+    assert head.activation is keras.activations.softmax  # the float model restored
+    assert ranges(quantize(model), relu_layer)["output_min:0"] == -6  # tfmot's start, untouched
