@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 OUT    ?= artifacts
 MODELS := runtime/models
 
-.PHONY: demo test data train export bench models clean arm64-check compare serve bench-serve own-classes
+.PHONY: demo test test-distributed bench-distributed data train export bench models clean arm64-check compare serve bench-serve own-classes
 
 ## demo: set up, train float + QAT, export every format, parity gate, results table
 demo: $(VENV)/.all data train export bench
@@ -14,6 +14,15 @@ demo: $(VENV)/.all data train export bench
 ## test: the test suite (uses the bundled models and small training runs)
 test: $(VENV)/.dev data
 	$(BIN)/python -m pytest -q
+
+## test-distributed: two training workers on 127.0.0.1 (Fashion-MNIST and a folder, exported through
+## the parity gate; a SIGKILLed worker resumes) and a Ray Tune search; deselected by `make test`
+test-distributed: $(VENV)/.distributed data
+	$(BIN)/python -m pytest -q -m distributed tests/test_distributed.py
+
+## bench-distributed: one epoch on 1 worker vs 2 workers, and a 4-trial search local vs Ray (about 15 min)
+bench-distributed: $(VENV)/.distributed data
+	$(BIN)/python benchmarks/distributed.py --out $(OUT)/distributed.json
 
 train: $(VENV)/.all data
 	$(BIN)/python -m train --out $(OUT)
@@ -72,6 +81,10 @@ $(VENV)/.all: pyproject.toml $(BIN)/python
 
 $(VENV)/.dev: pyproject.toml $(VENV)/.all
 	$(BIN)/python -m pip install -q -e '.[all,dev]'
+	touch $@
+
+$(VENV)/.distributed: pyproject.toml $(VENV)/.dev
+	$(BIN)/python -m pip install -q -e '.[all,dev,distributed]'
 	touch $@
 
 clean:

@@ -1,8 +1,9 @@
 """python -m train: float training, QAT fine-tuning, report and plots into --out.
 
 Exit codes: 0 done, 1 training diverged (the loss became NaN or infinite), 2 a usage error,
-no valid data, or --out cannot be written (read-only, full disk), 130 interrupted. A killed
-or interrupted run resumes where it stopped when the same command is run again.
+no valid data, or --out cannot be written (read-only, full disk), 75 another worker of a
+multi-worker run was lost (restart every worker), 130 interrupted. A killed or interrupted
+run resumes where it stopped when the same command is run again.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def seed(text: str) -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from train.augment import PRESETS
+    from train.distributed import STRATEGIES
     from train.model import ARCHITECTURES
     from train.trainer import TrainConfig
 
@@ -91,6 +93,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", type=Path, default=None,
                    help="directory with the four IDX files (default: search, see README)")
     p.add_argument("--out", type=Path, default=Path("artifacts"))
+    p.add_argument("--strategy", choices=STRATEGIES, default="default",
+                   help="default: one process; mirrored: tf.distribute over this machine's devices; multi-worker: "
+                        "one process per worker, the cluster from TF_CONFIG, --out a folder every worker shares "
+                        "(docs/distributed.md)")
     args = p.parse_args(argv)
     for name in ("epochs", "batch_size"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
@@ -141,8 +147,19 @@ def folder_config(args: argparse.Namespace, dataset):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     # heavy imports after argument parsing, so --help is instant
+    from train.distributed import PEER_LOST, ClusterError, make_cluster, peer_lost_errors
+
+    try:
+        cluster = make_cluster(args.strategy)  # a multi-worker server starts before any other TensorFlow work
+    except ClusterError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    prefix = f"[worker {cluster.index}/{cluster.workers}] " if cluster.workers > 1 else ""
+    logging.basicConfig(level=logging.INFO, format=f"{prefix}%(message)s")
+    if cluster.distributed:  # TensorFlow's INFO lines, e.g. one per checkpoint shard
+        for name in ("tensorflow", "absl"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     from train import data as fmnist
     from runtime.files import check_writable, write_error
     from train.backbone import BackboneError
@@ -169,7 +186,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        report = run(config, dataset, args.out)
+        report = run(config, dataset, args.out, cluster)
+    except peer_lost_errors() as e:
+        if cluster.workers == 1:
+            raise
+        print(f"error: {prefix}lost contact with another worker ({type(e).__name__}): restart every worker with "
+              f"the same command and TF_CONFIG; they resume from the last finished epoch in {args.out / 'backup'}",
+              file=sys.stderr)
+        return PEER_LOST
     except BackboneError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -184,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {write_error(e, args.out)}; files already in {args.out} are unchanged, and the "
               "same command resumes from the last finished epoch", file=sys.stderr)
         return 2
+    if report is None:  # a worker, not the chief: the chief evaluates and writes the results
+        print(f"{prefix}done in {time.time() - started:.0f} s; the chief (worker 0) writes {args.out}/")
+        return 0
     print(f"\n{'model':<8}{'test accuracy':>15}{'test loss':>12}")
     for stage in ("float", "qat"):
         print(f"{stage:<8}{report[stage]['test_accuracy']:>15.4f}{report[stage]['test_loss']:>12.4f}")

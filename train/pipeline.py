@@ -11,6 +11,7 @@ import numpy as np
 
 from runtime.files import write_json
 from train import report as rep
+from train.distributed import LOCAL, Cluster
 from train.model import count_macs
 from train.trainer import FLOAT_MODEL, QAT_MODEL, TrainConfig, TrainingDiverged, make_splits, train
 
@@ -48,8 +49,11 @@ def test_set_name(dataset) -> str:
     return "the validation images (no test/)" if dataset.test_is_validation else "the folder's test/ images"
 
 
-def run(config: TrainConfig, dataset, out: Path) -> dict:
-    """``dataset``: ``train.data.FashionMNIST`` or ``train.folders.ImageFolder``."""
+def run(config: TrainConfig, dataset, out: Path, cluster: Cluster = LOCAL) -> dict | None:
+    """``dataset``: ``train.data.FashionMNIST`` or ``train.folders.ImageFolder``.
+
+    Under a multi-worker strategy every worker trains; only the chief evaluates and writes the
+    report and plots (the others return None)."""
     started = time.time()
     splits = make_splits(dataset, config)
     test_is_validation = getattr(dataset, "test_is_validation", False)
@@ -67,9 +71,12 @@ def run(config: TrainConfig, dataset, out: Path) -> dict:
                  ", ".join(f"{k} x{v}" for k, v in data["oversampling"].items()))
     out.mkdir(parents=True, exist_ok=True)
     contract = splits.contract
-    rep.plot_samples(dataset.train_images, dataset.train_labels, contract.labels, out / "samples.png")
+    if cluster.is_chief:
+        rep.plot_samples(dataset.train_images, dataset.train_labels, contract.labels, out / "samples.png")
 
-    results = train(config, splits, out)
+    results = train(config, splits, out, cluster)
+    if not cluster.is_chief:
+        return None
     float_model = results["float"][0]
     report: dict = {
         "config": {**config.__dict__, "augment": config.augment.__dict__},
@@ -81,6 +88,9 @@ def run(config: TrainConfig, dataset, out: Path) -> dict:
         "models": {"float": FLOAT_MODEL, "qat": QAT_MODEL},
         "machine": {"platform": platform.platform(), "processor": platform.machine()},
     }
+    if cluster.distributed:  # a one-process run's report stays as it was
+        report["distribution"] = {"strategy": type(cluster.strategy).__name__, "workers": cluster.workers,
+                                  "replicas": int(cluster.strategy.num_replicas_in_sync)}
     for stage, (model, info) in results.items():
         probs = model.predict(splits.x_test, batch_size=512, verbose=0)
         if not np.isfinite(probs).all():  # never a NaN accuracy or loss in the report

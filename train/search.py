@@ -7,6 +7,9 @@ default, so every other trial is judged against it under the same budget. Each t
 trains float only (QAT follows the float model closely; see the README's tables), from
 the same seed, and is scored by its best accuracy on the validation split (5,000 images
 carved out of the training set). The official test set is never loaded.
+
+``--backend ray`` runs the same trials under Ray Tune (ASHA stops weak trials early), on
+this machine or on a Ray cluster (``--address``): see train/search_ray.py.
 """
 
 from __future__ import annotations
@@ -56,7 +59,28 @@ def search_splits(dataset, limit: int | None, seed: int):
                   full.x_test[:0], full.y_test[:0])
 
 
-def run_trial(params: dict[str, float], splits, epochs: int, seed: int, work: Path) -> dict:
+def candidates(trials: int, seed: int) -> list[dict[str, float]]:
+    """Trial 0 is the shipped recipe, the others are seeded samples: every backend runs these."""
+    rng = np.random.default_rng(seed)
+    return [dict(DEFAULTS)] + [sample_params(rng) for _ in range(trials - 1)]
+
+
+def payload(args: argparse.Namespace, splits, trials: list[dict], wall_time_s: float, **extra) -> dict:
+    """search.json: the budget, the default trial, the best, every trial best first."""
+    best = max(trials, key=lambda t: t["val_accuracy"])
+    default = next((t for t in trials if t["trial"] == 0), None)
+    return {"budget": {"trials": args.trials, "epochs": args.epochs, "limit": args.limit,
+                       "max_minutes": args.max_minutes, "seed": args.seed,
+                       "train_images": len(splits.y_train), "validation_images": len(splits.y_val)},
+            "selection": "best validation accuracy (split from the training set)",
+            "wall_time_s": round(wall_time_s, 1), "default": default,
+            "best": best, "gain_over_default_pp": None if default is None else
+            round(100 * (best["val_accuracy"] - default["val_accuracy"]), 2),
+            **extra, "trials": sorted(trials, key=lambda t: -t["val_accuracy"])}
+
+
+def run_trial(params: dict[str, float], splits, epochs: int, seed: int, work: Path,
+              callbacks: list | None = None) -> dict:
     from train.keras_env import keras
     from train.model import build, count_macs, spec
     from train.trainer import TrainConfig, TrainingDiverged, fit
@@ -70,7 +94,7 @@ def run_trial(params: dict[str, float], splits, epochs: int, seed: int, work: Pa
     started = time.time()
     try:
         history = fit(model, splits, config, stage=arch, epochs=epochs, peak_lr=config.learning_rate,
-                      augment=True, backup_dir=work / "backup").history
+                      augment=True, backup_dir=work / "backup", callbacks=callbacks).history
         scores = [v for v in history["val_accuracy"] if v is not None]  # None: undefined (NaN)
         result = {"val_accuracy": max(scores, default=0.0),
                   "final_val_accuracy": history["val_accuracy"][-1] or 0.0}
@@ -91,15 +115,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=42, help="seeds both the sampling and the training")
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--out", type=Path, default=Path("artifacts/search.json"))
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local: one trial after another in this process; ray: Ray Tune with ASHA early stopping, "
+                        "each trial its own process (pip install .[distributed])")
+    p.add_argument("--address", default=None,
+                   help="with --backend ray: a running Ray cluster (e.g. HEAD:6379, or auto); default: start "
+                        "Ray on this machine")
+    p.add_argument("--cpus-per-trial", type=int, default=1,
+                   help="with --backend ray: each trial's CPUs and TensorFlow threads")
     args = p.parse_args(argv)
     if args.trials < 1 or args.epochs < 1:
         p.error("--trials and --epochs must be at least 1")
+    if args.backend == "local" and args.address is not None:
+        p.error("--address is for --backend ray")
+    if args.cpus_per_trial < 1:
+        p.error("--cpus-per-trial must be at least 1")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.backend == "ray":
+        from train.search_ray import main as ray_main
+
+        return ray_main(args)
     from train import data as fmnist
     from runtime.files import write_json
 
@@ -109,11 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     splits = search_splits(dataset, args.limit, args.seed)
-    rng = np.random.default_rng(args.seed)
-    candidates = [dict(DEFAULTS)] + [sample_params(rng) for _ in range(args.trials - 1)]
     started, trials = time.time(), []
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    for i, params in enumerate(candidates):
+    for i, params in enumerate(candidates(args.trials, args.seed)):
         if args.max_minutes and time.time() - started > 60 * args.max_minutes:
             print(f"time budget reached: {i} of {args.trials} trials run")
             break
@@ -123,18 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trial {i}: val {trial['val_accuracy']:.4f}  {trial['arch']}  "
               f"lr {params['learning_rate']:.2e}  augment {params['augment']:.2f}  "
               f"{trial['wall_time_s']:.0f} s", flush=True)
-        best = max(trials, key=lambda t: t["val_accuracy"])
-        payload = {"budget": {"trials": args.trials, "epochs": args.epochs, "limit": args.limit,
-                              "max_minutes": args.max_minutes, "seed": args.seed,
-                              "train_images": len(splits.y_train), "validation_images": len(splits.y_val)},
-                   "selection": "best validation accuracy (split from the training set)",
-                   "wall_time_s": round(time.time() - started, 1), "default": trials[0],
-                   "best": best, "gain_over_default_pp": round(100 * (best["val_accuracy"]
-                                                                      - trials[0]["val_accuracy"]), 2),
-                   "trials": sorted(trials, key=lambda t: -t["val_accuracy"])}
-        write_json(args.out, payload)  # after every trial: a killed search keeps what it found
+        result = payload(args, splits, trials, time.time() - started)
+        write_json(args.out, result)  # after every trial: a killed search keeps what it found
+    best = result["best"]
     print(f"\nbest of {len(trials)}: trial {best['trial']} val {best['val_accuracy']:.4f} "
-          f"({payload['gain_over_default_pp']:+.2f} pp over the default recipe) {best['params']}")
+          f"({result['gain_over_default_pp']:+.2f} pp over the default recipe) {best['params']}")
     print(f"wrote {args.out} in {(time.time() - started) / 60:.1f} min")
     return 0
 

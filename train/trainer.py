@@ -27,6 +27,7 @@ from train.augment import AugmentConfig, make_augmenter
 from train.keras_env import keras, tf
 from runtime.contract import Contract
 from runtime.files import atomic_path, write_json
+from train.distributed import LOCAL, Cluster
 from train.model import build
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,40 @@ def datasets(splits: Splits, config: TrainConfig, augment: bool):
     return train, val
 
 
+def sharded_datasets(splits: Splits, config: TrainConfig, augment: bool, cluster: Cluster):
+    """The training data under a strategy: each worker (input pipeline) gets its own shard.
+
+    An epoch's images are dealt out once, in a seeded order, in equal shares (up to
+    ``workers - 1`` images left out), so every worker runs the same number of steps; each
+    shuffles its own share every epoch and batches it by the per-replica batch size (the
+    global batch, ``--batch-size``, is the same as in a one-process run). Validation is
+    sharded by Keras. Returns (train, val, steps per epoch)."""
+    idx = splits.epoch_indices()
+    order = np.random.default_rng(config.seed).permutation(len(idx))
+    share = len(idx) // cluster.workers
+    classes = len(splits.contract.labels)
+
+    def one_hot(x, y):
+        return x, tf.one_hot(tf.cast(y, tf.int32), classes)
+
+    def shard(context: tf.distribute.InputContext):
+        mine = idx[np.sort(order[context.input_pipeline_id * share:(context.input_pipeline_id + 1) * share])]
+        batch = context.get_per_replica_batch_size(config.batch_size)
+        data = (tf.data.Dataset.from_tensor_slices((splits.x_train[mine], splits.y_train[mine]))
+                .shuffle(len(mine), seed=config.seed, reshuffle_each_iteration=True).batch(batch)
+                .repeat())  # fit(steps_per_epoch=...) keeps one iterator for all epochs
+        if augment:
+            data = data.map(make_augmenter(config.augment), num_parallel_calls=tf.data.AUTOTUNE)
+        return data.map(one_hot).prefetch(tf.data.AUTOTUNE)
+
+    train = cluster.strategy.distribute_datasets_from_function(shard)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    val = (tf.data.Dataset.from_tensor_slices((splits.x_val, splits.y_val))
+           .batch(512).map(one_hot).with_options(options))
+    return train, val, int(np.ceil(share * cluster.workers / config.batch_size))
+
+
 def compile_model(model: keras.Model, schedule, config: TrainConfig) -> None:
     model.compile(
         optimizer=keras.optimizers.Adam(schedule),
@@ -205,12 +240,16 @@ class StageBackup(keras.callbacks.BackupAndRestore):
 
     An epoch whose loss is NaN or infinite is neither backed up nor recorded (``diverged``
     says which): a re-run resumes from the last good epoch, never from diverged weights.
+
+    Under a multi-worker strategy every worker backs up (Keras writes the non-chief's
+    checkpoints to a temporary folder) and restores from the chief's checkpoint; only the
+    chief writes the history.
     """
 
-    def __init__(self, backup_dir: Path, stage: str):
+    def __init__(self, backup_dir: Path, stage: str, writer: bool = True):
         super().__init__(str(backup_dir), delete_checkpoint=False)
         self.progress_path = Path(backup_dir) / PROGRESS_FILE
-        self.stage = stage
+        self.stage, self.writer = stage, writer
         self.history: dict[str, list[float | None]] = {}
         self.wall_time_s = 0.0  # of the recorded epochs, across resumes
         self.diverged: tuple[int, float] | None = None  # (epoch, loss)
@@ -242,7 +281,8 @@ class StageBackup(keras.callbacks.BackupAndRestore):
             self.history.setdefault(key, []).append(finite_or_none(value))
         now = time.time()
         self.wall_time_s, self.mark = self.wall_time_s + now - self.mark, now
-        write_json(self.progress_path, {"history": self.history, "wall_time_s": round(self.wall_time_s, 1)})
+        if self.writer:
+            write_json(self.progress_path, {"history": self.history, "wall_time_s": round(self.wall_time_s, 1)})
         super().on_epoch_end(epoch, logs)  # the checkpoint
 
     def on_train_end(self, logs=None):
@@ -266,29 +306,38 @@ class Fitted:
 
 
 def fit(model: keras.Model, splits: Splits, config: TrainConfig, *, stage: str,
-        epochs: int, peak_lr: float, augment: bool, backup_dir: Path) -> Fitted:
+        epochs: int, peak_lr: float, augment: bool, backup_dir: Path, cluster: Cluster = LOCAL,
+        callbacks: list | None = None) -> Fitted:
     """Train with a warm-up + cosine schedule, early stopping and crash-safe backups.
 
     ``StageBackup`` saves model, optimizer and epoch after every epoch, so a killed run
     re-started with the same --out loses at most the epoch in progress. A NaN or infinite
-    loss stops training and raises ``TrainingDiverged``.
+    loss stops training and raises ``TrainingDiverged``. Under a strategy (``cluster``),
+    ``model`` must have been built in its scope. ``callbacks`` run after each epoch's backup
+    (e.g. a search reporting to its scheduler).
     """
     if epochs == 0:  # e.g. --qat-epochs 0: the model as it is
         return Fitted({}, 0.0)
-    train, val = datasets(splits, config, augment)
-    per_epoch = int(np.ceil(len(splits.epoch_indices()) / config.batch_size))
+    if cluster.distributed:
+        train, val, per_epoch = sharded_datasets(splits, config, augment, cluster)
+    else:
+        train, val = datasets(splits, config, augment)
+        per_epoch = int(np.ceil(len(splits.epoch_indices()) / config.batch_size))
     steps = epochs * per_epoch
     warmup = min(steps // 10, per_epoch)
-    compile_model(model, cosine(peak_lr, steps, warmup), config)
-    backup = StageBackup(backup_dir, stage)
+    with cluster.scope():
+        compile_model(model, cosine(peak_lr, steps, warmup), config)
+    backup = StageBackup(backup_dir, stage, writer=cluster.is_chief)
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.EarlyStopping(monitor=config.monitor, patience=config.patience,
                                       restore_best_weights=True),
         EpochLog(stage, epochs),
-        backup,  # last: it backs up the weights EarlyStopping restores at the end
+        backup,  # last of ours: it backs up the weights EarlyStopping restores at the end
+        *(callbacks or ()),
     ]
-    model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=0)
+    model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=0,
+              steps_per_epoch=per_epoch if cluster.distributed else None)
     if backup.diverged is not None:
         epoch, loss = backup.diverged
         raise TrainingDiverged(
@@ -376,8 +425,8 @@ def start_ranges(qat_model: keras.Model, float_model: keras.Model, images: np.nd
 class RunState:
     """Which stages of a run in --out are finished, keyed by the config fingerprint."""
 
-    def __init__(self, out: Path, config: TrainConfig):
-        self.path, self.fingerprint = out / STATE_FILE, config.fingerprint()
+    def __init__(self, out: Path, config: TrainConfig, writer: bool = True):
+        self.path, self.fingerprint, self.writer = out / STATE_FILE, config.fingerprint(), writer
         self.data = {"fingerprint": self.fingerprint, "stages": {}}
         stored = None
         if self.path.is_file():
@@ -387,6 +436,8 @@ class RunState:
                 stored = None
         if isinstance(stored, dict) and stored.get("fingerprint") == self.fingerprint:
             self.data = stored
+            return
+        if not writer:  # another worker (the chief) owns train_state.json and the checkpoints
             return
         if stored is not None:
             log.info("configuration changed since the last run in %s: starting over", out)
@@ -400,7 +451,8 @@ class RunState:
 
     def finish(self, stage: str, info: dict) -> None:
         self.data["stages"][stage] = info
-        write_json(self.path, self.data)
+        if self.writer:
+            write_json(self.path, self.data)
 
 
 def remove_backup(out: Path, stage: str) -> None:
@@ -419,11 +471,19 @@ def finished_in_file(path: Path, state: RunState, stage: str) -> dict | None:
     return None
 
 
-def run_stage(state: RunState, stage: str, out: Path, model_file: str, train_fn) -> tuple:
+def load_stage_model(stage: str, path: Path) -> keras.Model:
+    return load_qat_model(path) if stage == "qat" else keras.models.load_model(path, compile=False)
+
+
+def run_stage(state: RunState, stage: str, out: Path, model_file: str, train_fn, cluster: Cluster = LOCAL) -> tuple:
     """Run ``train_fn`` unless this stage already finished; returns (model, info).
 
     The order of the end of a stage is what makes a kill anywhere harmless: the model file
-    (with the stage's record inside), then train_state.json, then the checkpoint removed."""
+    (with the stage's record inside), then train_state.json, then the checkpoint removed.
+
+    Under a strategy every worker saves (the chief to --out, the others to a scratch folder)
+    and returns the model loaded back from that file: a plain model outside the strategy,
+    which evaluates and quantizes without the other workers."""
     path = out / model_file
     info = state.done(stage)
     if info is None:
@@ -434,40 +494,56 @@ def run_stage(state: RunState, stage: str, out: Path, model_file: str, train_fn)
     if info and path.is_file():
         log.info("%s stage already finished in %s: reusing %s (%d epochs)", stage, out, model_file,
                  info.get("epochs_run", 0))
-        remove_backup(out, stage)
-        loader = load_qat_model if stage == "qat" else (
-            lambda p: keras.models.load_model(p, compile=False))
-        return loader(path), info
+        if cluster.is_chief:
+            remove_backup(out, stage)
+        return load_stage_model(stage, path), info
     model, fitted = train_fn()
     info = {"history": fitted.history, "epochs_run": len(fitted.history.get("loss", [])),
             "wall_time_s": fitted.wall_time_s}
-    save_model(model, path, {"fingerprint": state.fingerprint, "stage": stage, "info": info})
-    state.finish(stage, info)
-    remove_backup(out, stage)
+    saved = path if cluster.is_chief else cluster.scratch(out) / model_file
+    save_model(model, saved, {"fingerprint": state.fingerprint, "stage": stage, "info": info})
+    if cluster.distributed:
+        model = load_stage_model(stage, saved)
+    if cluster.is_chief:
+        state.finish(stage, info)
+        remove_backup(out, stage)
     return model, info
 
 
-def train(config: TrainConfig, splits: Splits, out: Path) -> dict:
-    """Float training then QAT; returns {"float": (model, info), "qat": (model, info)}."""
+def train(config: TrainConfig, splits: Splits, out: Path, cluster: Cluster = LOCAL) -> dict:
+    """Float training then QAT; returns {"float": (model, info), "qat": (model, info)}.
+
+    Under a strategy (``cluster``) the models are built in its scope and trained on every
+    worker; only the chief writes to ``out`` (see ``run_stage``)."""
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
-    state = RunState(out, config)
+    state = RunState(out, config, writer=cluster.is_chief)
 
     def float_stage():
-        model = build(config.arch, splits.contract.image_shape, len(splits.contract.labels))
-        if config.init == "bundled":
-            from train.backbone import load_bundled
+        with cluster.scope():
+            model = build(config.arch, splits.contract.image_shape, len(splits.contract.labels))
+            if config.init == "bundled":
+                from train.backbone import load_bundled
 
-            load_bundled(model)
+                load_bundled(model)
         return model, fit(model, splits, config, stage="float", epochs=config.epochs,
-                          peak_lr=config.learning_rate, augment=True, backup_dir=out / "backup" / "float")
+                          peak_lr=config.learning_rate, augment=True, backup_dir=out / "backup" / "float",
+                          cluster=cluster)
 
-    float_model, float_info = run_stage(state, "float", out, FLOAT_MODEL, float_stage)
+    float_model, float_info = run_stage(state, "float", out, FLOAT_MODEL, float_stage, cluster)
 
     def qat_stage():
-        model = quantize(float_model, splits.x_train[:CALIBRATION] if config.qat_ranges == "data" else None)
+        if not cluster.distributed:
+            model = quantize(float_model, splits.x_train[:CALIBRATION] if config.qat_ranges == "data" else None)
+        else:  # the QAT model in the strategy's scope; the float one is a plain model, calibrated locally
+            with cluster.scope():
+                model = quantize(float_model)
+            if config.qat_ranges == "data":
+                start_ranges(model, float_model, splits.x_train[:CALIBRATION])
         return model, fit(model, splits, config, stage="qat", epochs=config.qat_epochs,
-                          peak_lr=config.qat_learning_rate, augment=True, backup_dir=out / "backup" / "qat")
+                          peak_lr=config.qat_learning_rate, augment=True, backup_dir=out / "backup" / "qat",
+                          cluster=cluster)
 
-    qat_model, qat_info = run_stage(state, "qat", out, QAT_MODEL, qat_stage)
+    qat_model, qat_info = run_stage(state, "qat", out, QAT_MODEL, qat_stage, cluster)
+    cluster.cleanup(out)
     return {"float": (float_model, float_info), "qat": (qat_model, qat_info)}
