@@ -279,3 +279,65 @@ def test_train_export_and_run_a_folder(tmp_path):
     accuracy = np.mean(np.array(predicted) == truth)
     print(f"int8 accuracy on the folder: {accuracy:.3f}")
     assert accuracy > 0.7  # chance: 1/3
+
+
+def test_symbolic_links_are_read_once_and_never_loop(tmp_path):
+    root = make_folder(tmp_path / "d", per_class=4)
+    bar = root / "horizontal bar"
+    (bar / "again").symlink_to(".")  # a loop to itself
+    (bar / "up").symlink_to("..")  # a loop through the root: would read every class into this one
+    (bar / "disc too").symlink_to(root / "disc")  # another class's images, read once here too
+    data = load_folder(root)
+    assert data.counts["train"] == {"disc": 4, "horizontal bar": 8, "vertikal ä": 4}
+    (root / "bar alias").symlink_to(bar)
+    with pytest.raises(FolderError, match="same folder"):
+        load_folder(root)
+
+
+def test_a_test_split_linked_to_train_is_refused(tmp_path):
+    make_folder(tmp_path / "d" / "train", per_class=4)
+    (tmp_path / "d" / "test").mkdir()
+    for label in LABELS:
+        (tmp_path / "d" / "test" / label).symlink_to(tmp_path / "d" / "train" / label)
+    with pytest.raises(FolderError, match="same folder"):
+        load_folder(tmp_path / "d")
+
+
+def test_train_beside_other_folders_is_refused(tmp_path):
+    make_folder(tmp_path / "d" / "train", per_class=3)
+    make_folder(tmp_path / "d" / "test", per_class=2)
+    (tmp_path / "d" / "extras").mkdir()
+    with pytest.raises(FolderError, match="train/ beside extras/"):
+        load_folder(tmp_path / "d")
+
+
+def test_labels_with_control_characters_are_refused(tmp_path):
+    root = make_folder(tmp_path / "d", per_class=2)
+    (root / "line\nbreak").mkdir()
+    with pytest.raises(FolderError, match="control"):
+        load_folder(root)
+
+
+def test_names_that_are_not_utf8_and_oversized_images(tmp_path):
+    root = make_folder(tmp_path / "d", per_class=3)
+    name = os.fsdecode(b"caf\xe9.png")  # a file name from a Windows zip
+    Image.fromarray(shape("disc", np.random.default_rng(0))).save(root / "disc" / name)
+    Image.new("L", (8000, 6000)).save(root / "disc" / "huge.png")  # 48 MP: a few KB of PNG
+    data = load_folder(root)
+    assert data.counts["train"]["disc"] == 4
+    reasons = [reason for _, reason in data.skipped]
+    assert reasons == ["ValueError: 8000x6000 is over 40,000,000 pixels: make it smaller"]
+
+
+def test_the_checksum_follows_the_contents_and_export_refuses_changed_classes(tmp_path):
+    root = make_folder(tmp_path / "d", per_class=3)
+    before = load_folder(root)
+    first, second = root / "disc" / "000.png", root / "vertikal ä" / "000.png"
+    a, b = first.read_bytes(), second.read_bytes()
+    first.write_bytes(b)
+    second.write_bytes(a)  # same names, same sizes, other contents
+    assert load_folder(root).checksums != before.checksums
+    record = json.loads(json.dumps(before.describe()))
+    (root / "disc").rename(root / "circle")
+    with pytest.raises(FolderError, match="changed since training"):
+        folders.load_recorded(record)

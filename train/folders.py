@@ -19,8 +19,11 @@ validation images (``test_is_validation``).
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
+import os
 import unicodedata
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +43,7 @@ DECODE_MARGIN = 4  # JPEGs decoded with sides at least 4x the largest input side
 SIZE_STEP = 4  # ...and a multiple of this (two poolings divide it evenly)
 COLORS = {"gray": 1, "rgb": 3}
 VALIDATION_FRACTION = 1 / 12  # TrainConfig's default: the carve-out when there is no val/
+MAX_PIXELS = 40_000_000  # per image, as decoded (a 48 MP phone JPEG decodes at 1/8 scale: 0.75 MP)
 CACHE_BYTES = 512 << 20  # decoded images kept between the two passes; beyond: decoded again
 SHOW_SKIPPED = 5  # how many skipped files the warning names
 
@@ -92,19 +96,31 @@ def visible_dirs(directory: Path) -> list[Path]:
 
 
 def files_under(directory: Path) -> list[Path]:
-    """Every visible file below ``directory`` (sub-folders too), hidden ones skipped."""
-    found = []
-    for path in sorted(directory.iterdir()):
-        if hidden(path):
+    """Every visible file below ``directory``, sub-folders too, hidden ones skipped.
+
+    Symbolic links are followed, but each real folder is read once, and never one that
+    holds ``directory`` itself (``ln -s .. loop`` would read every other class into this one)."""
+    top = directory.resolve()
+    found, seen, stack = [], set(), [directory]
+    while stack:  # depth-first, in name order, without recursion (a deep tree is no RecursionError)
+        folder = stack.pop()
+        real = folder.resolve()
+        if real in seen or (real != top and real in top.parents) or (real == top and folder != directory):
             continue
-        if path.is_dir():
-            found.extend(files_under(path))
-        elif path.is_file():
-            found.append(path)
+        seen.add(real)
+        subfolders = []
+        for path in sorted(folder.iterdir()):
+            if hidden(path):
+                continue
+            if path.is_dir():
+                subfolders.append(path)
+            elif path.is_file():
+                found.append(path)
+        stack.extend(reversed(subfolders))
     return found
 
 
-def decode(path: Path, at_least: int | None = None) -> np.ndarray:
+def decode(path: Path | io.BytesIO, at_least: int | None = None) -> np.ndarray:
     """The image as uint8, (H, W) gray or (H, W, 3) BGR (the runtime's colour order).
 
     EXIF orientation applied, transparency composited on white, 16-bit scaled to 8-bit.
@@ -113,9 +129,15 @@ def decode(path: Path, at_least: int | None = None) -> np.ndarray:
     Raises (OSError, ValueError, ...) for anything that is not a readable image."""
     from PIL import Image, ImageOps
 
-    with Image.open(path) as image:
+    with warnings.catch_warnings():  # Pillow's DecompressionBombWarning: MAX_PIXELS below decides
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(path)
+    with image:
         if at_least and image.format == "JPEG":
             image.draft(image.mode, (at_least, at_least))
+        width, height = image.size
+        if width * height > MAX_PIXELS:  # a small PNG can declare a huge image: gigabytes once decoded
+            raise ValueError(f"{width}x{height} is over {MAX_PIXELS:,} pixels: make it smaller")
         image.load()  # a truncated file fails here, not later
         image = ImageOps.exif_transpose(image)
         mode = image.mode
@@ -177,6 +199,10 @@ def layout(root: Path) -> dict[str, Path]:
         raise FolderError(f"{root} is not a folder: pass a folder with one sub-folder of images per class")
     dirs = visible_dirs(root)
     named = {SPLIT_NAMES.get(d.name.lower()) for d in dirs}
+    if "train" in named and None in named:
+        others = ", ".join(f"{d.name}/" for d in dirs if d.name.lower() not in SPLIT_NAMES)
+        raise FolderError(f"{root} has train/ beside {others}: either train/ [val/] [test/] folders only "
+                          "(move the others out), or one sub-folder per class (rename train/)")
     if dirs and None not in named:  # only split folders
         if "train" not in named:
             raise FolderError(f"{root} has {', '.join(d.name + '/' for d in dirs)} but no train/: add a "
@@ -202,10 +228,26 @@ def class_dirs(folder: Path, root: Path) -> dict[str, Path]:
         name = nfc(d.name).strip()
         if not name:
             raise FolderError(f"{d}: a class folder needs a name that is not blank: rename it")
+        if any(unicodedata.category(c).startswith("C") for c in name):
+            raise FolderError(f"{str(d)!r}: a label cannot hold control or unprintable characters: rename it")
         if name in labels:
-            raise FolderError(f"{labels[name]} and {d} are the same label {name!r}: merge or rename one")
+            raise FolderError(f"{str(labels[name])!r} and {str(d)!r} are the same label {name!r}: merge or "
+                              "rename one")
         labels[name] = d
     return labels
+
+
+def check_distinct(per_split: dict[str, dict[str, Path]]) -> None:
+    """No class folder may be another one (a symbolic link to it): the same images would be two
+    labels, or test images would be training images."""
+    seen: dict[Path, str] = {}
+    for split, classes in per_split.items():
+        for label, folder in classes.items():
+            real = folder.resolve()
+            if real in seen:
+                raise FolderError(f"{split}/{label} and {seen[real]} are the same folder ({real}): "
+                                  "each class and split needs its own images")
+            seen[real] = f"{split}/{label}"
 
 
 def load_folder(root: str | Path, *, image_size: int | None = None, color: str | None = None,
@@ -215,7 +257,7 @@ def load_folder(root: str | Path, *, image_size: int | None = None, color: str |
 
     ``image_size`` (the input's side), ``color`` ("gray" or "rgb") and ``preprocess``
     ("resize" or "object") override what is chosen from the data."""
-    root = Path(root).expanduser()
+    root = Path(root).expanduser().absolute()  # recorded: export finds it from any directory
     if color is not None and color not in COLORS:
         raise FolderError(f"color must be one of {', '.join(COLORS)}, not {color!r}")
     if preprocess is not None and preprocess not in ("resize", "object"):
@@ -244,6 +286,7 @@ def load_folder(root: str | Path, *, image_size: int | None = None, color: str |
             raise FolderError(f"the classes of {splits[split]} differ from those of {splits['train']}: "
                               f"{'; '.join(fix)}")
         per_split[split] = theirs
+    check_distinct(per_split)
 
     # first pass: decode everything once; sizes and colours decide the contract
     at_least = DECODE_MARGIN * max(image_size or MAX_SIZE, MAX_SIZE)
@@ -257,16 +300,17 @@ def load_folder(root: str | Path, *, image_size: int | None = None, color: str |
             for path in files_under(dirs[label]):
                 relative = path.relative_to(root).as_posix()
                 try:
-                    size = path.stat().st_size
-                    if size == 0:
+                    data = path.read_bytes()
+                    if not data:
                         raise ValueError("empty file")
-                    pixels = decode(path, at_least)
+                    pixels = decode(io.BytesIO(data), at_least)
                     if min(pixels.shape[:2]) < 1:
                         raise ValueError("empty image")
                 except Exception as e:  # noqa: BLE001 - any unreadable file is skipped, never fatal
                     skipped.append((relative, f"{type(e).__name__}: {e}"))
                     continue
-                digest.update(f"{nfc(relative)}\0{size}\n".encode())
+                # names (a Windows zip's bytes too) and contents: a re-labelled or edited folder is another one
+                digest.update(os.fsencode(nfc(relative)) + b"\0" + hashlib.sha256(data).digest())
                 keep = cached + pixels.nbytes <= CACHE_BYTES
                 cached += pixels.nbytes if keep else 0
                 found[split].append(Found(path, index, min(pixels.shape[:2]), is_gray(pixels),
@@ -364,6 +408,11 @@ def load_recorded(data: dict | None, data_dir: str | Path | None = None):
         folder = load_folder(data["source"], image_size=data.get("image_size"), color=data.get("color"),
                              preprocess=data.get("preprocess"), seed=data.get("seed", 42),
                              validation_fraction=data.get("validation_fraction", VALIDATION_FRACTION))
+        labels = data.get("labels")
+        if labels is not None and list(folder.contract.labels) != list(labels):
+            raise FolderError(f"the classes of {folder.source} changed since training (the model's: "
+                              f"{', '.join(labels)}; the folder's now: {', '.join(folder.contract.labels)}): "
+                              "restore them, or train again")
         recorded = (data.get("sha256") or {}).get("files")
         if recorded and recorded != folder.checksums.get("files"):
             log.warning("%s changed since training (its files differ from the recorded ones): the figures "

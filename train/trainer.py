@@ -38,6 +38,7 @@ STATE_FILE = "train_state.json"
 PROGRESS_FILE = "progress.json"  # beside a stage's checkpoint: the history of its finished epochs
 STAGE_ATTR = "fashion_edge_stage"  # the HDF5 attribute of a model file holding its stage record
 CALIBRATION = 1024  # training images whose activations start QAT's ranges (qat_ranges "data")
+RANGE_BATCH = 64  # ...looked at this many at a time
 
 
 class TrainingDiverged(RuntimeError):
@@ -403,23 +404,30 @@ def start_ranges(qat_model: keras.Model, float_model: keras.Model, images: np.nd
     range spends a third of its 256 levels on negative values that never occur and clips what
     goes above about 6. (Measured on the garment photos: a QAT model from scratch 11 pp below
     the float model made of its own weights.) The moving average then goes on from here."""
-    layers = float_model.layers
-    probe = keras.Model(float_model.inputs, [[layer.input, layer.output] for layer in layers])
-    spans = {}
-    for layer, (inputs, outputs) in zip(layers, probe.predict(images, batch_size=256, verbose=0)):
-        spans[layer.name, "output"] = outputs
-        if getattr(layer, "activation", None) not in (None, keras.activations.linear):
-            activation, layer.activation = layer.activation, keras.activations.linear
-            spans[layer.name, "pre_activation"] = layer(inputs).numpy()  # e.g. the logits before softmax
-            layer.activation = activation
+    ranges = []  # (variable, float layer name, "output" | "pre_activation", "min" | "max")
     for wrapper in qat_model.layers:
         inner = getattr(wrapper, "layer", None)
         for variable in wrapper.weights if inner is not None else ():
-            name = variable.name.split("/")[-1].split(":")[0]
-            kind, _, end = name.rpartition("_")
-            if kind in RANGE_VARIABLES and end in ("min", "max") and (inner.name, RANGE_VARIABLES[kind]) in spans:
-                values = spans[inner.name, RANGE_VARIABLES[kind]]
-                variable.assign(min(float(values.min()), 0.0) if end == "min" else max(float(values.max()), 0.0))
+            kind, _, end = variable.name.split("/")[-1].split(":")[0].rpartition("_")
+            if kind in RANGE_VARIABLES and end in ("min", "max"):
+                ranges.append((variable, inner.name, RANGE_VARIABLES[kind], end))
+    layers = [float_model.get_layer(name) for name in dict.fromkeys(name for _, name, _, _ in ranges)]
+    probe = keras.Model(float_model.inputs, [[layer.input, layer.output] for layer in layers])
+    lows: dict = {}
+    highs: dict = {}
+    for start in range(0, len(images), RANGE_BATCH):  # batch by batch: min and max only, not every activation
+        for layer, (inputs, outputs) in zip(layers, probe(images[start:start + RANGE_BATCH], training=False)):
+            spans = {"output": outputs}
+            if getattr(layer, "activation", None) not in (None, keras.activations.linear):
+                activation, layer.activation = layer.activation, keras.activations.linear
+                spans["pre_activation"] = layer(inputs)  # e.g. the logits before softmax
+                layer.activation = activation
+            for kind, values in spans.items():
+                key = layer.name, kind
+                lows[key] = min(lows.get(key, 0.0), float(tf.reduce_min(values)))
+                highs[key] = max(highs.get(key, 0.0), float(tf.reduce_max(values)))
+    for variable, name, kind, end in ranges:
+        variable.assign(lows[name, kind] if end == "min" else highs[name, kind])
 
 
 class RunState:
