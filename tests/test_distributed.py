@@ -176,6 +176,7 @@ def test_ray_search_writes_the_local_search_format(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Error stopping trial" not in done.stdout + done.stderr and "ERROR " not in done.stdout
     result = json.loads(out.read_text())
     assert {"budget", "selection", "wall_time_s", "default", "best", "gain_over_default_pp", "trials"} <= set(result)
     assert sorted(t["trial"] for t in result["trials"]) == [0, 1, 2] and result["backend"] == "ray"

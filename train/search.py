@@ -65,13 +65,16 @@ def candidates(trials: int, seed: int) -> list[dict[str, float]]:
     return [dict(DEFAULTS)] + [sample_params(rng) for _ in range(trials - 1)]
 
 
-def payload(args: argparse.Namespace, splits, trials: list[dict], wall_time_s: float, **extra) -> dict:
+def budget(args: argparse.Namespace, splits) -> dict:
+    return {"trials": args.trials, "epochs": args.epochs, "limit": args.limit, "max_minutes": args.max_minutes,
+            "seed": args.seed, "train_images": len(splits.y_train), "validation_images": len(splits.y_val)}
+
+
+def payload(budget: dict, trials: list[dict], wall_time_s: float, **extra) -> dict:
     """search.json: the budget, the default trial, the best, every trial best first."""
     best = max(trials, key=lambda t: t["val_accuracy"])
     default = next((t for t in trials if t["trial"] == 0), None)
-    return {"budget": {"trials": args.trials, "epochs": args.epochs, "limit": args.limit,
-                       "max_minutes": args.max_minutes, "seed": args.seed,
-                       "train_images": len(splits.y_train), "validation_images": len(splits.y_val)},
+    return {"budget": budget,
             "selection": "best validation accuracy (split from the training set)",
             "wall_time_s": round(wall_time_s, 1), "default": default,
             "best": best, "gain_over_default_pp": None if default is None else
@@ -137,8 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.backend == "ray":
-        from train.search_ray import main as ray_main
-
+        try:
+            from train.search_ray import main as ray_main
+        except ImportError as e:
+            print(f"error: --backend ray needs Ray Tune ({e}): pip install '.[distributed]'", file=sys.stderr)
+            return 2
         return ray_main(args)
     from train import data as fmnist
     from runtime.files import write_json
@@ -161,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trial {i}: val {trial['val_accuracy']:.4f}  {trial['arch']}  "
               f"lr {params['learning_rate']:.2e}  augment {params['augment']:.2f}  "
               f"{trial['wall_time_s']:.0f} s", flush=True)
-        result = payload(args, splits, trials, time.time() - started)
+        result = payload(budget(args, splits), trials, time.time() - started)
         write_json(args.out, result)  # after every trial: a killed search keeps what it found
     best = result["best"]
     print(f"\nbest of {len(trials)}: trial {best['trial']} val {best['val_accuracy']:.4f} "

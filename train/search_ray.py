@@ -22,13 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from ray import tune  # pip install .[distributed]
+
 log = logging.getLogger(__name__)
 
 
 def trial_fn(config: dict) -> None:
     """One trial, in a Ray worker process: its own TensorFlow thread budget, then train."""
-    from ray import tune
-
     from train.keras_env import keras, tf
 
     threads = int(config["threads"])
@@ -71,14 +71,41 @@ def record(config: dict, result: dict, plan: list[dict]) -> dict | None:
             "stopped_early": result.get("epochs_run", 0) < config["epochs"]}
 
 
+def finished_trials(path: Path) -> dict[int, dict]:
+    """The trials search.json at ``path`` already holds, by number."""
+    try:
+        return {t["trial"]: t for t in json.loads(path.read_text())["trials"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+class WriteResults(tune.Callback):
+    """A Tune callback: search.json rewritten with every trial that finishes (or ASHA stops).
+
+    Tune pickles it with the experiment and brings it back on a resume, so it keeps no trials
+    itself: it adds each one to what search.json holds."""
+
+    def __init__(self, out: Path, budget: dict, plan: list[dict]):
+        self.out, self.budget, self.plan, self.started = out, budget, plan, time.time()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        from runtime.files import write_json
+        from train.search import payload
+
+        entry = record(trial.config, trial.last_result, self.plan)
+        if entry is None:
+            return
+        done = {**finished_trials(self.out), entry["trial"]: entry}
+        write_json(self.out, payload(self.budget, list(done.values()), time.time() - self.started, backend="ray",
+                                     scheduler="ASHA (reduction factor 2, grace period 1 epoch)"))
+
+
 def main(args: argparse.Namespace) -> int:
     import ray
-    from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from runtime.files import write_json
     from train import data as fmnist
-    from train.search import candidates, payload, search_splits
+    from train.search import budget, candidates, search_splits
 
     try:
         dataset = fmnist.load(args.data_dir)  # here first: fetched once, and a clear error if it is missing
@@ -88,28 +115,10 @@ def main(args: argparse.Namespace) -> int:
     splits = search_splits(dataset, args.limit, args.seed)
     data_dir = None if args.data_dir is None else str(args.data_dir.resolve())
     out = args.out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
     storage, name = out.parent / "ray_results", f"{out.stem}-seed{args.seed}"
     ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
     started = time.time()
-    trials: dict[int, dict] = {}
-    if out.is_file():  # resuming: the trials search.json already holds
-        try:
-            trials = {t["trial"]: t for t in json.loads(out.read_text())["trials"]}
-        except (ValueError, KeyError, TypeError):
-            trials = {}
-
-    def write() -> None:
-        if trials:
-            write_json(out, payload(args, splits, list(trials.values()), time.time() - started, backend="ray",
-                                    scheduler="ASHA (reduction factor 2, grace 1 epoch)"))
-
-    class Write(tune.Callback):
-        def on_trial_complete(self, iteration, trials_, trial, **info):
-            entry = record(trial.config, trial.last_result, plan)
-            if entry is not None:
-                trials[entry["trial"]] = entry
-                write()
-
     space = {"trial": tune.grid_search(list(range(args.trials))), "epochs": args.epochs, "limit": args.limit,
              "seed": args.seed, "data_dir": data_dir, "threads": args.cpus_per_trial}
     plan = candidates(args.trials, args.seed)
@@ -124,27 +133,29 @@ def main(args: argparse.Namespace) -> int:
         print(f"resuming the search in {path}")
         tuner = tune.Tuner.restore(path, trainable, resume_errored=True, param_space=space)
     else:
+        out.unlink(missing_ok=True)  # a new search: no trials of an older one
+        callback = WriteResults(out, budget(args, splits), plan)
         tuner = tune.Tuner(
             trainable, param_space=space,
             tune_config=tune.TuneConfig(metric="val_accuracy", mode="max", scheduler=scheduler, reuse_actors=False,
                                         time_budget_s=None if args.max_minutes is None else 60 * args.max_minutes),
-            run_config=tune.RunConfig(name=name, storage_path=str(storage), callbacks=[Write()], verbose=1))
+            run_config=tune.RunConfig(name=name, storage_path=str(storage), callbacks=[callback], verbose=1))
     try:
-        grid = tuner.fit()
+        tuner.fit()  # Ctrl-C: Tune saves its state and returns
     except KeyboardInterrupt:
-        print(f"\ninterrupted: run the same command again to resume ({len(trials)} trials finished, in {out})")
-        return 130
+        pass
     finally:
         ray.shutdown()
-    for result in grid:
-        entry = record(result.config, result.metrics, plan)
-        if entry is not None:
-            trials[entry["trial"]] = entry
-    write()
-    if not trials:
+    finished = finished_trials(out)
+    over_budget = args.max_minutes is not None and time.time() - started >= 60 * args.max_minutes
+    if len(finished) < args.trials and not over_budget:
+        print(f"\ninterrupted: {len(finished)} of {args.trials} trials finished (in {out}); "
+              "run the same command again to resume")
+        return 130
+    if not finished:
         print("error: no trial finished (see the Ray log above)")
         return 1
-    best = max(trials.values(), key=lambda t: t["val_accuracy"])
-    print(f"\nbest of {len(trials)}: trial {best['trial']} val {best['val_accuracy']:.4f} {best['params']}")
+    best = max(finished.values(), key=lambda t: t["val_accuracy"])
+    print(f"\nbest of {len(finished)}: trial {best['trial']} val {best['val_accuracy']:.4f} {best['params']}")
     print(f"wrote {out} in {(time.time() - started) / 60:.1f} min")
     return 0
