@@ -129,3 +129,11 @@ def test_qat_ranges_start_at_the_float_activations():
     assert logits["pre_activation_min:0"] < 0 < logits["pre_activation_max:0"] < 6
     assert head.activation is keras.activations.softmax  # the float model restored
     assert ranges(quantize(model), relu_layer)["output_min:0"] == -6  # tfmot's start, untouched
+
+
+def test_cli_refuses_an_output_inside_the_data(tmp_path, capsys):
+    from train.__main__ import main
+
+    data = make_folder(tmp_path / "shapes", per_class=4)
+    assert main(["--data", str(data), "--out", str(data / "disc" / "run")]) == 2
+    assert "inside --data" in capsys.readouterr().err and not (data / "disc" / "run").exists()

@@ -167,6 +167,12 @@ def main(argv: list[str] | None = None) -> int:
     from train.trainer import TrainingDiverged
 
     started = time.time()
+    if args.data != "fashion-mnist" and Path(args.data).is_dir():
+        data, out = Path(args.data).resolve(), args.out.resolve()
+        if out == data or data in out.parents:  # the run's own plots would become training images
+            print(f"error: --out {args.out} is inside --data {args.data}: put the run's output "
+                  "outside the data folder", file=sys.stderr)
+            return 2
     try:
         check_writable(args.out)  # before the data and minutes of training, not after
     except OSError as e:
@@ -185,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ValueError) as e:  # ValueError: FolderError, BackboneError
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted while reading the data: nothing was trained or written", file=sys.stderr)
+        return 130
     try:
         report = run(config, dataset, args.out, cluster)
     except peer_lost_errors() as e:
