@@ -157,9 +157,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     prefix = f"[worker {cluster.index}/{cluster.workers}] " if cluster.workers > 1 else ""
     logging.basicConfig(level=logging.INFO, format=f"{prefix}%(message)s")
-    if cluster.distributed:  # TensorFlow's INFO lines, e.g. one per checkpoint shard
-        for name in ("tensorflow", "absl"):
-            logging.getLogger(name).setLevel(logging.WARNING)
     from train import data as fmnist
     from runtime.files import check_writable, write_error
     from train.backbone import BackboneError

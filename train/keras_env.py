@@ -9,7 +9,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep oneDNN/CUDA banners o
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-# TensorFlow's own INFO lines (e.g. one per checkpoint) would reach our INFO-level log
-logging.getLogger("tensorflow").setLevel(logging.WARNING)
+# TensorFlow's own INFO lines (e.g. "Sharding callback duration" at every checkpoint, through
+# absl's logger) would reach our INFO-level log
+for _name in ("tensorflow", "absl"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 __all__ = ["tf", "keras"]
