@@ -286,7 +286,8 @@ def clear_bands(mask: np.ndarray) -> np.ndarray:
 
 def object_box(signal: np.ndarray, threshold: float) -> tuple[tuple[int, int, int, int] | None, bool]:
     """Bounding box (x, y, w, h) of the garment among the pixels above ``threshold``, and
-    whether it is sound: whole (not touching the frame's edge) and standing clear of clutter.
+    whether it is sound: whole (clear of the frame's edges, or spanning it edge to edge) and
+    standing clear of clutter.
 
     Bands across a side go first (``clear_bands``). With OpenCV: the largest connected blob
     that does not touch the frame's edge (a table edge or a sleeve coming into view does),
@@ -303,7 +304,11 @@ def object_box(signal: np.ndarray, threshold: float) -> tuple[tuple[int, int, in
         return box, box[0] > 0 and box[1] > 0 and box[0] + box[2] < w and box[1] + box[3] < h
     count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     blobs = stats[1:count]  # x, y, w, h, area; label 0 is the background
-    inner = (blobs[:, 0] > 0) & (blobs[:, 1] > 0) & (blobs[:, 0] + blobs[:, 2] < w) & (blobs[:, 1] + blobs[:, 3] < h)
+    left, top = blobs[:, 0] == 0, blobs[:, 1] == 0
+    right, bottom = blobs[:, 0] + blobs[:, 2] >= w, blobs[:, 1] + blobs[:, 3] >= h
+    # whole: clear of every edge, or spanning the frame from one edge to the opposite one (a
+    # garment framed as tightly as the dataset's); a blob at one side or a corner is cut off
+    inner = ~(left | top | right | bottom) | (left & right) | (top & bottom)
     sound = bool(inner.any() and blobs[inner, 4].max() >= blobs[:, 4].max() * 0.2)
     pool = blobs[inner] if sound else blobs
     x, y, bw, bh, _ = pool[np.argmax(pool[:, 4])]
