@@ -105,7 +105,7 @@ def files_under(directory: Path) -> list[Path]:
     while stack:  # depth-first, in name order, without recursion (a deep tree is no RecursionError)
         folder = stack.pop()
         real = folder.resolve()
-        if real in seen or (real != top and real in top.parents) or (real == top and folder != directory):
+        if real in seen or real in top.parents:  # top itself is seen first
             continue
         seen.add(real)
         subfolders = []
