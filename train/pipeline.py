@@ -55,7 +55,7 @@ def run(config: TrainConfig, dataset, out: Path, cluster: Cluster = LOCAL) -> di
     Under a multi-worker strategy every worker trains; only the chief evaluates and writes the
     report and plots (the others return None)."""
     started = time.time()
-    splits = make_splits(dataset, config)
+    splits = make_splits(dataset, config, out if cluster.is_chief else None)  # one writer of the crops cache
     test_is_validation = getattr(dataset, "test_is_validation", False)
     log.info("train %d, validation %d (%s), test %d (%s)",
              len(splits.y_train), len(splits.y_val),

@@ -59,6 +59,11 @@ class TrainConfig:
     monitor: str = "val_accuracy"  # ...on this (small folders: val_loss, which moves when accuracy ties)
     init: str = "scratch"  # or "bundled": the bundled network's convolutions (train.backbone)
     qat_ranges: str = "tfmot"  # QAT's activation ranges start at tfmot's [-6, 6], or "data" (start_ranges)
+    # preprocessing in the loop (train.camera_crops): this many training images are rendered into
+    # camera frames and cut out by the runtime's preprocessing; each epoch shows each of them as
+    # its crop with a chance of camera_mix (0: off; Fashion-MNIST's recipe sets them in fashion_config)
+    camera_frames: int = 0
+    camera_mix: float = 0.5
     limit: int | None = None  # train on a stratified subset, for quick runs and tests
     seed: int = 42
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -69,6 +74,8 @@ class TrainConfig:
         fields = dataclasses.asdict(self)
         if fields["data_id"] is None:  # Fashion-MNIST runs keep the fingerprint they always had
             del fields["data_id"]
+        if not fields["camera_frames"]:  # ...and runs without camera crops too
+            del fields["camera_frames"], fields["camera_mix"]
         text = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -83,6 +90,7 @@ class Splits:
     x_test: np.ndarray
     y_test: np.ndarray
     repeats: dict[int, int] | None = None  # imbalanced classes: balanced sampling (folders.oversampling)
+    x_camera: np.ndarray | None = None  # x_train with some images as the runtime crops them (camera_crops)
 
     def epoch_indices(self) -> np.ndarray:
         """The training images of one epoch: each once, or a rare class's repeated."""
@@ -99,11 +107,13 @@ def subsample(labels: np.ndarray, idx: np.ndarray, n: int, seed: int) -> np.ndar
     return idx[chosen]
 
 
-def make_splits(dataset, config: TrainConfig) -> Splits:
+def make_splits(dataset, config: TrainConfig, cache_dir: Path | None = None) -> Splits:
     """Validation comes out of the training set (at least one image of every class), unless
     the data set has its own (a folder's val/); the test set is only for the report.
 
-    ``dataset``: ``train.data.FashionMNIST`` or ``train.folders.ImageFolder``."""
+    ``dataset``: ``train.data.FashionMNIST`` or ``train.folders.ImageFolder``. With
+    ``config.camera_frames`` the camera crops are rendered (or read from ``cache_dir``)."""
+    from train.camera_crops import camera_views
     from train.folders import oversampling
 
     as_input = dataset.contract.model_input
@@ -125,22 +135,40 @@ def make_splits(dataset, config: TrainConfig) -> Splits:
         x_test, y_test = x_val, y_val
     else:
         x_test, y_test = as_input(dataset.test_images), dataset.test_labels
+    x_camera = None
+    if config.camera_frames:
+        x_camera = as_input(camera_views(dataset.train_images[train_idx], dataset.contract, config.camera_frames,
+                                         config.seed, cache_dir))
     return Splits(
         dataset.contract,
         as_input(dataset.train_images[train_idx]), y_train,
         x_val, y_val, x_test, y_test,
-        oversampling(y_train, len(dataset.contract.labels)))
+        oversampling(y_train, len(dataset.contract.labels)), x_camera)
+
+
+def training_data(splits: Splits, config: TrainConfig, idx: np.ndarray, batch: int):
+    """The training images ``idx``, shuffled every epoch, in batches of (images, labels); with
+    camera crops, each image is its crop with a chance of ``config.camera_mix``, drawn anew
+    every epoch."""
+    arrays = (splits.x_train[idx], splits.y_train[idx]) if splits.x_camera is None else \
+        (splits.x_train[idx], splits.x_camera[idx], splits.y_train[idx])
+    data = (tf.data.Dataset.from_tensor_slices(arrays)
+            .shuffle(len(idx), seed=config.seed, reshuffle_each_iteration=True).batch(batch))
+    if splits.x_camera is None:
+        return data
+
+    def show_crops(x, camera, y):
+        crop = tf.random.uniform([tf.shape(x)[0], 1, 1, 1]) < config.camera_mix
+        return tf.where(crop, camera, x), y
+
+    return data.map(show_crops, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def datasets(splits: Splits, config: TrainConfig, augment: bool):
     def one_hot(x, y):
         return x, tf.one_hot(tf.cast(y, tf.int32), len(splits.contract.labels))
 
-    idx = splits.epoch_indices()
-    x, y = (splits.x_train, splits.y_train) if splits.repeats is None else (splits.x_train[idx], splits.y_train[idx])
-    train = (tf.data.Dataset.from_tensor_slices((x, y))
-             .shuffle(len(x), seed=config.seed, reshuffle_each_iteration=True)
-             .batch(config.batch_size))
+    train = training_data(splits, config, splits.epoch_indices(), config.batch_size)
     if augment:
         train = train.map(make_augmenter(config.augment), num_parallel_calls=tf.data.AUTOTUNE)
     train = train.map(one_hot).prefetch(tf.data.AUTOTUNE)
@@ -168,9 +196,7 @@ def sharded_datasets(splits: Splits, config: TrainConfig, augment: bool, cluster
     def shard(context: tf.distribute.InputContext):
         mine = idx[np.sort(order[context.input_pipeline_id * share:(context.input_pipeline_id + 1) * share])]
         batch = context.get_per_replica_batch_size(config.batch_size)
-        data = (tf.data.Dataset.from_tensor_slices((splits.x_train[mine], splits.y_train[mine]))
-                .shuffle(len(mine), seed=config.seed, reshuffle_each_iteration=True).batch(batch)
-                .repeat())  # fit(steps_per_epoch=...) keeps one iterator for all epochs
+        data = training_data(splits, config, mine, batch).repeat()  # fit(steps_per_epoch=...): one iterator
         if augment:
             data = data.map(make_augmenter(config.augment), num_parallel_calls=tf.data.AUTOTUNE)
         return data.map(one_hot).prefetch(tf.data.AUTOTUNE)
