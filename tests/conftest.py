@@ -14,7 +14,7 @@ def fashion():
     return data.load(allow_download=False)
 
 
-QUICK_ARGS = ["--limit", "3000", "--epochs", "3", "--qat-epochs", "1"]
+QUICK_ARGS = ["--limit", "3000", "--epochs", "3", "--qat-epochs", "1", "--camera-frames", "300"]
 
 
 @pytest.fixture(scope="session")

@@ -71,3 +71,57 @@ def test_only_a_grayscale_object_contract_takes_camera_crops(fashion, channels, 
     contract = Contract(labels=("a", "b"), height=28, width=28, channels=channels, preprocessing=kind)
     with pytest.raises(ValueError, match="without camera crops"):
         camera_crops.crops(fashion.train_images[:2], contract, seed=0)
+
+
+def test_training_shows_each_rendered_image_as_its_crop_with_the_mix_chance(fashion, tmp_path):
+    from train.trainer import TrainConfig, make_splits, training_data
+
+    config = TrainConfig(limit=300, camera_frames=40)
+    splits = make_splits(fashion, config, tmp_path)
+    assert (tmp_path / camera_crops.CACHE).exists()
+    differs = np.any(splits.x_camera != splits.x_train, axis=(1, 2, 3))
+    assert differs.sum() == 40  # the others stay themselves
+    idx = np.arange(len(splits.y_train))
+    for mix, expected in ((0.0, splits.x_train), (1.0, splits.x_camera)):
+        config.camera_mix = mix
+        shown = np.concatenate([x.numpy() for x, _ in training_data(splits, config, idx, 64)])
+        assert sorted(map(bytes, shown)) == sorted(map(bytes, expected))
+    config.camera_mix = 0.5
+    shown = {bytes(x) for batch, _ in training_data(splits, config, idx, 64) for x in batch.numpy()}
+    crops_shown = sum(bytes(x) in shown for x in splits.x_camera[differs])
+    assert 8 <= crops_shown <= 32  # about half of the 40, drawn anew each epoch
+
+
+def test_a_run_without_camera_crops_keeps_its_fingerprint():
+    from train.trainer import TrainConfig
+
+    config = TrainConfig()
+    assert config.fingerprint() != TrainConfig(camera_frames=100).fingerprint()
+    # the fingerprint before camera crops existed: an older run in --out still resumes
+    assert config.fingerprint() == "49a92961e2e16c73"
+
+
+def test_camera_frames_are_for_fashion_mnist_only(tmp_path, capsys):
+    from train.__main__ import parse_args
+
+    for argv, message in ((["--data", str(tmp_path), "--camera-frames", "10"], "for Fashion-MNIST"),
+                          (["--camera-frames", "-1"], "must be >= 0")):
+        with pytest.raises(SystemExit) as exit_info:
+            parse_args(argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert parse_args(["--data", str(tmp_path), "--camera-frames", "0"]).camera_frames == 0
+
+
+def test_the_camera_mix_experiment_fine_tunes_each_share_and_scores_held_out_frames(quick_run, tmp_path, capsys):
+    import json
+
+    from experiments.camera_mix import main
+
+    assert main(["--model", str(quick_run / "float_model.h5"), "--limit", "300", "--frames", "20", "--epochs", "1",
+                 "--mixes", "0,1", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "camera_mix.json").read_text())["rows"]
+    assert [row["camera_share"] for row in rows] == [0.0, 1.0]
+    for row in rows:
+        assert set(row) == {"camera_share", "arrays", "standard", "desk", "cluttered", "official test"}
+        assert row["arrays"] > 0.5 and row["official test"] > 0.5  # a trained model, not chance
+    assert "| 100% |" in capsys.readouterr().out
