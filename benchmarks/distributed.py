@@ -70,7 +70,8 @@ def export(out: Path) -> dict:
 
 
 def training_rows(args: argparse.Namespace, work: Path) -> list[dict]:
-    recipe = ["--limit", str(args.limit), "--epochs", str(args.epochs), "--qat-epochs", "1"]
+    recipe = ["--limit", str(args.limit), "--epochs", str(args.epochs), "--qat-epochs", "1",
+              "--camera-frames", "0"]  # the training itself is compared, not the rendering before it
     rows = []
     for workers, threads, name in ((1, {}, "default (2)"), (1, ONE_THREAD, "1"), (2, ONE_THREAD, "1 each")):
         out = work / f"workers{workers}-threads{name.split()[0]}"

@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     recipe = ["--epochs", str(args.epochs), "--qat-epochs", "2"]
     same = ["--batch-size", "128", "--learning-rate", "3e-3", "--augment", "standard", "--flip", "on",
             "--init", "scratch", "--preprocess", "resize"]  # resize: a 28x28 PNG reaches the model as it is
-    runs = {"native": train(recipe, args.out / "native"),
+    # the same recipe on both paths: no camera crops natively (a folder of PNGs has none)
+    runs = {"native": train([*recipe, "--camera-frames", "0"], args.out / "native"),
             "folder": train(["--data", str(pngs), *recipe, *same], args.out / "folder")}
     rows = {name: {"float": r["float"]["test_accuracy"], "qat": r["qat"]["test_accuracy"],
                    "test_images": r["data"]["test"], "minutes": round(s / 60, 1)} for name, (r, s) in runs.items()}

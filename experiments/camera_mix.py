@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| share of crops | validation {' | validation '.join(names[:-1])} | {names[-1]} |")
     print("| --- |" + " --- |" * len(names))
     for row in rows:
-        print(f"| {row['camera_share']:.0%} | " + " | ".join(f"{row[n]:.2%}" for n in names) + " |")
+        print(f"| {row['camera_share'] * 100:g}% | " + " | ".join(f"{row[n]:.2%}" for n in names) + " |")
     write_json(args.out / "camera_mix.json", {"model": str(args.model), "epochs": args.epochs,
                                               "learning_rate": args.learning_rate, "frames": args.frames,
                                               "rows": rows})

@@ -19,7 +19,7 @@ import pytest
 from train.distributed import PEER_LOST, ClusterError, chief_index, local_tf_configs, make_cluster, tf_config
 
 ROOT = Path(__file__).parents[1]
-SHORT = ["--limit", "3000", "--epochs", "3", "--qat-epochs", "1"]  # the quick_run recipe: parity passes
+SHORT = ["--limit", "3000", "--epochs", "3", "--qat-epochs", "1", "--camera-frames", "300"]  # quick_run: parity passes
 
 
 @pytest.mark.parametrize("value, words", [(None, "needs TF_CONFIG"), ("{", "does not name this task"),
@@ -139,7 +139,7 @@ def epochs_logged(text: str) -> list[int]:
 def test_a_killed_worker_resumes_from_the_backup(tmp_path):
     """SIGKILL worker 1 mid-epoch; the chief stops (exit 75: a peer was lost), both are
     restarted with the same command and finish from the last finished epoch."""
-    args = ["--limit", "2000", "--epochs", "8", "--qat-epochs", "1"]
+    args = ["--limit", "2000", "--epochs", "8", "--qat-epochs", "1", "--camera-frames", "300"]
     out = tmp_path / "out"
     logs = [tmp_path / "w0.log", tmp_path / "w1.log"]
     processes, configs = start_workers(args, out, logs)
