@@ -39,8 +39,8 @@ CACHE = "camera_crops.npz"
 # every scene camera_eval measures, drawn with equal chance: plain backdrops as often as each
 # kind of desk, so the plain frames' crops are learned as well as the cluttered ones
 SCENES = tuple(camera_sim.SCENES.values())
-# Frames at half the webcam's 640x480: 4x faster to render (about 10 ms a frame instead of
-# 40), and the garment still spans 96-192 pixels, cut down to 28 by the preprocessing.
+# Frames at half the webcam's 640x480: a quarter of the pixels to render, and the garment still
+# spans 96-192 pixels, cut down to 28 by the preprocessing.
 FRAME = (320, 240)
 CHUNK = 500  # images per task; each chunk has its own seed, so the crops do not depend on the workers
 
