@@ -30,12 +30,11 @@ def validation_frames(dataset, config, frames: int, seed: int) -> dict[str, tupl
     from runtime import camera_sim
     from runtime.preprocess import prepare
     from train import data as fmnist
+    from train.camera_eval import equal_per_class
 
+    # the validation images of make_splits: the same split, never trained on
     _, val_idx = fmnist.stratified_split(dataset.train_labels, config.validation_fraction, config.seed, min_each=1)
-    rng = np.random.default_rng(seed)
-    labels = dataset.train_labels[val_idx]
-    chosen = np.concatenate([rng.choice(val_idx[labels == c], frames // 10, replace=False) for c in range(10)])
-    images, labels = dataset.train_images[chosen], dataset.train_labels[chosen]
+    images, labels = equal_per_class(dataset.train_images[val_idx], dataset.train_labels[val_idx], frames, seed)
     contract = dataset.contract
     result = {"arrays": (contract.model_input(images), labels)}
     for name in SETS:

@@ -35,15 +35,20 @@ VARIANTS = camera_sim.SCENES
 CONFIDENT = 0.5  # an answer the demo and the page show as a label (below: "not sure")
 
 
-def sample(dataset: fmnist.FashionMNIST, split: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` images of ``split``, equal per class, seeded."""
-    images, labels = ((dataset.test_images, dataset.test_labels) if split == "test"
-                      else (dataset.train_images, dataset.train_labels))
+def equal_per_class(images: np.ndarray, labels: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` of ``images`` and their labels, equal per class, seeded."""
     rng = np.random.default_rng(seed)
     classes = np.unique(labels)
     idx = np.concatenate([rng.choice(np.flatnonzero(labels == c), n // len(classes), replace=False)
                           for c in classes])
     return images[idx], labels[idx]
+
+
+def sample(dataset: fmnist.FashionMNIST, split: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` images of ``split``, equal per class, seeded."""
+    images, labels = ((dataset.test_images, dataset.test_labels) if split == "test"
+                      else (dataset.train_images, dataset.train_labels))
+    return equal_per_class(images, labels, n, seed)
 
 
 def naive(frame: np.ndarray, contract: Contract) -> np.ndarray:
