@@ -141,7 +141,7 @@ class SyntheticSource(Source):
             index = (self.count // self.hold) % len(self.images)
             self.frame = self.render(self.images[index], self.rng, size=self.size)
         self.count += 1
-        return self.frame
+        return self.frame.copy()  # the demo draws its overlay on the frame it is given
 
 
 def open_source(spec: str, width: int, height: int, tries: int = 4) -> Source:

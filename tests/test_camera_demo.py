@@ -152,6 +152,19 @@ def test_advice_follows_the_prediction_and_greys_the_labels():
     assert advice(bright_on_black, sure, box) is None
 
 
+def test_the_synthetic_stream_is_judged_alike_on_every_frame_of_a_held_garment():
+    """The demo draws its overlay on the frame it is given: a held garment's later frames must
+    not carry the earlier overlay into the preprocessing (it read as clutter at the edge)."""
+    result = run_demo("--source", "synthetic", "--headless", "--max-frames", 150)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()[:-1]]
+    held = 15  # SyntheticSource's default hold
+    for start in range(0, len(lines), held):
+        garment = lines[start:start + held]
+        assert len({(line["label"], line["advice"], line["object_found"]) for line in garment}) == 1, garment
+    assert sum(line["advice"] is None for line in lines) >= 0.8 * len(lines)
+
+
 def test_no_camera_is_an_actionable_error():
     result = run_demo("--source", "7", "--headless")
     assert result.returncode == 2
@@ -185,19 +198,30 @@ def test_window_under_xvfb_draws_the_overlay(video, tmp_path):
                                  "--roi", "60,20,520,440", "--max-frames", "100000"], cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         time.sleep(5.0)
-        shot = tmp_path / "screen.png"
-        subprocess.run(["import", "-window", "root", "-display", display, str(shot)], check=True, timeout=30)
+        # the synthetic source shows each garment for a moment, some of them poor frames whose
+        # answer is greyed: look at a few screens, a confident answer among them
+        counts = []
+        for shot_index in range(10):
+            shot = tmp_path / f"screen{shot_index}.png"
+            subprocess.run(["import", "-window", "root", "-display", display, str(shot)], check=True, timeout=30)
+            counts.append(overlay_pixels(cv2.imread(str(shot))))
+            if counts[-1][2] > 200:
+                break
+            time.sleep(0.7)
         demo.send_signal(signal.SIGINT)
         demo.communicate(timeout=30)
     finally:
         xvfb.terminate()
         xvfb.wait()
-    screen = cv2.imread(str(shot))
-    # the overlay: an amber guide box and the dark label panel with green confidence bars
-    amber = np.all(np.abs(screen.astype(int) - (0, 220, 255)) < 40, axis=2).sum()
-    panel = np.all(np.abs(screen.astype(int) - (30, 30, 30)) < 6, axis=2).sum()
-    bars = np.all(np.abs(screen.astype(int) - (80, 200, 80)) < 30, axis=2).sum()
-    assert amber > 500 and panel > 3000 and bars > 200, (amber, panel, bars)
+    amber, panel, bars = counts[-1]
+    assert amber > 500 and panel > 3000 and bars > 200, counts
+
+
+def overlay_pixels(screen: np.ndarray) -> tuple[int, int, int]:
+    """The overlay's pixels: the amber guide box, the dark label panel, its green confidence bars."""
+    def near(colour, tolerance):
+        return int(np.all(np.abs(screen.astype(int) - colour) < tolerance, axis=2).sum())
+    return near((0, 220, 255), 40), near((30, 30, 30), 6), near((80, 200, 80), 30)
 
 
 # --- the steps of the demo, one at a time ------------------------------------------------------
