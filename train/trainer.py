@@ -456,6 +456,23 @@ def start_ranges(qat_model: keras.Model, float_model: keras.Model, images: np.nd
         variable.assign(lows[name, kind] if end == "min" else highs[name, kind])
 
 
+def ranges_without_training(qat_model: keras.Model, float_model: keras.Model, images: np.ndarray) -> None:
+    """The quantization ranges of a QAT model that will not train (``--qat-epochs 0``).
+
+    tfmot sets a kernel's range from the kernel, and the input's from the images, only in a
+    training step; without one they keep their start, [-6, 6] for every kernel (most weights
+    then round to 0: a chance-level int8 model that converts without complaint) and [0, 0]
+    for the input. Training-mode calls on ``images`` set them; every other variable (the
+    batch-norm statistics those calls move) is put back; the activation ranges then come
+    from the float model's activations (``start_ranges``)."""
+    kept = [(v, v.numpy()) for v in qat_model.weights if not v.name.split(":")[0].endswith(("_min", "_max"))]
+    for start in range(0, len(images), RANGE_BATCH):
+        qat_model(images[start:start + RANGE_BATCH], training=True)
+    for variable, value in kept:
+        variable.assign(value)
+    start_ranges(qat_model, float_model, images)
+
+
 class RunState:
     """Which stages of a run in --out are finished, keyed by the config fingerprint."""
 
@@ -568,12 +585,14 @@ def train(config: TrainConfig, splits: Splits, out: Path, cluster: Cluster = LOC
 
     def qat_stage():
         if not cluster.distributed:
-            model = quantize(float_model, splits.x_train[:CALIBRATION] if config.qat_ranges == "data" else None)
+            model = quantize(float_model)
         else:  # the QAT model in the strategy's scope; the float one is a plain model, calibrated locally
             with cluster.scope():
                 model = quantize(float_model)
-            if config.qat_ranges == "data":
-                start_ranges(model, float_model, splits.x_train[:CALIBRATION])
+        if not config.qat_epochs:  # no step will move the ranges from their start
+            ranges_without_training(model, float_model, splits.x_train[:CALIBRATION])
+        elif config.qat_ranges == "data":
+            start_ranges(model, float_model, splits.x_train[:CALIBRATION])
         return model, fit(model, splits, config, stage="qat", epochs=config.qat_epochs,
                           peak_lr=config.qat_learning_rate, augment=True, backup_dir=out / "backup" / "qat",
                           cluster=cluster)
