@@ -157,3 +157,29 @@ def test_the_web_page_says_when_the_frame_is_poor(scene, expected, start_server,
         assert "unsure" in driver.find_element(By.ID, "results").get_attribute("class")
     finally:
         driver.quit()
+
+
+def test_texture_split_renders_the_same_draws_with_and_without_texture(fashion, tmp_path, capsys):
+    """experiments.texture_split: the texture-free frame differs from the textured one only by
+    its texture (same garment, place and shadow), and the four crops follow their boxes."""
+    import dataclasses
+    import json
+
+    from experiments.texture_split import COLUMNS, main, split_frame
+
+    contract = fashion.contract
+    textured = camera_sim.render(fashion.test_images[0], np.random.default_rng(5), camera_sim.DESK)
+    plain = camera_sim.render(fashion.test_images[0], np.random.default_rng(5),
+                              dataclasses.replace(camera_sim.DESK, texture=1e-9))
+    assert 0 < np.abs(textured.astype(int) - plain).mean() < 12  # the texture only: a few levels
+    same = split_frame(textured, textured, contract)
+    assert all(np.array_equal(same[column], same["textured"]) for column in COLUMNS)
+    crops = split_frame(textured, plain, contract)
+    assert set(crops) == set(COLUMNS) and all(crop.shape == contract.image_shape for crop in crops.values())
+
+    assert main(["--frames", "20", "--scenes", "desk", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "texture_split.json").read_text())["rows"]
+    assert [row["scene"] for row in rows] == ["desk"] and all(0.5 <= rows[0][c] <= 1 for c in COLUMNS)
+    assert "| desk |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--scenes", "standard"])  # no texture to take away
