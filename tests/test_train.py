@@ -35,7 +35,7 @@ def test_training_learns(quick_run):
     report = json.loads((quick_run / "train_report.json").read_text())
     losses = report["float"]["history"]["loss"]
     assert losses[-1] < losses[0]
-    assert report["float"]["test_accuracy"] > 0.3  # well above chance (0.1) (0.1) on 3,000 images
+    assert report["float"]["test_accuracy"] > 0.5  # well above chance (0.1) on 3,000 images
     assert report["qat"]["test_accuracy"] > 0.5
 
 
