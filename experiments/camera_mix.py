@@ -24,17 +24,23 @@ log = logging.getLogger(__name__)
 SETS = ("standard", "desk", "cluttered")
 
 
+def validation_images(dataset, config, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` of the validation images of ``train.trainer.make_splits`` (the same split, never
+    trained on) and their labels, equal per class, seeded."""
+    from train import data as fmnist
+    from train.camera_eval import equal_per_class
+
+    _, val_idx = fmnist.stratified_split(dataset.train_labels, config.validation_fraction, config.seed, min_each=1)
+    return equal_per_class(dataset.train_images[val_idx], dataset.train_labels[val_idx], n, seed)
+
+
 def validation_frames(dataset, config, frames: int, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{set: (model inputs, labels)}: ``frames`` validation images (equal per class), rendered
     into each set's frames and framed by the runtime's preprocessing; "arrays": the images."""
     from runtime import camera_sim
     from runtime.preprocess import prepare
-    from train import data as fmnist
-    from train.camera_eval import equal_per_class
 
-    # the validation images of make_splits: the same split, never trained on
-    _, val_idx = fmnist.stratified_split(dataset.train_labels, config.validation_fraction, config.seed, min_each=1)
-    images, labels = equal_per_class(dataset.train_images[val_idx], dataset.train_labels[val_idx], frames, seed)
+    images, labels = validation_images(dataset, config, frames, seed)
     contract = dataset.contract
     result = {"arrays": (contract.model_input(images), labels)}
     for name in SETS:

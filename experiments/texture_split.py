@@ -27,6 +27,12 @@ import numpy as np
 COLUMNS = ("textured", "plain", "textured, plain box", "plain, textured box")
 
 
+def without_texture(scene):
+    """``scene`` with its surface texture at (almost) zero amplitude: not 0, so that the texture's
+    random draws are still made and a frame rendered with the same generator shares all others."""
+    return dataclasses.replace(scene, texture=1e-9)
+
+
 def split_frame(textured: np.ndarray, plain: np.ndarray, contract) -> dict[str, np.ndarray] | None:
     """The four crops of COLUMNS (one-channel model inputs in [0, 1]); None when either frame
     has no object."""
@@ -54,10 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--out", type=Path, default=Path("artifacts/texture_split"))
     args = p.parse_args(argv)
+    from experiments.camera_mix import validation_images
     from runtime import Predictor, camera_sim
     from runtime.files import write_json
     from train import data as fmnist
-    from train.camera_eval import equal_per_class
     from train.trainer import TrainConfig
 
     scenes = args.scenes.split(",")
@@ -66,22 +72,18 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--scenes: textured scenes of {', '.join(n for n, s in camera_sim.SCENES.items() if s.texture)}")
     predictor = Predictor(args.model)
     contract = predictor.contract
-    dataset = fmnist.load()
-    config = TrainConfig()  # the validation images of train.trainer.make_splits
-    _, val_idx = fmnist.stratified_split(dataset.train_labels, config.validation_fraction, config.seed, min_each=1)
-    images, labels = equal_per_class(dataset.train_images[val_idx], dataset.train_labels[val_idx], args.frames,
-                                     args.seed)
+    images, labels = validation_images(fmnist.load(), TrainConfig(), args.frames, args.seed)
     rows = []
     for name in scenes:
         scene = camera_sim.SCENES[name]
-        # not 0: the texture's random draws are then still made, so the two frames share all others
-        no_texture = dataclasses.replace(scene, texture=1e-9)
         right = dict.fromkeys(COLUMNS, 0)
         textured_draws, plain_draws = np.random.default_rng(args.seed), np.random.default_rng(args.seed)
         for image, label in zip(images, labels):
             crops = split_frame(camera_sim.render(image, textured_draws, scene),
-                                camera_sim.render(image, plain_draws, no_texture), contract)
-            for column in COLUMNS if crops is not None else ():
+                                camera_sim.render(image, plain_draws, without_texture(scene)), contract)
+            if crops is None:  # nothing found: counted wrong in every column
+                continue
+            for column in COLUMNS:
                 right[column] += int(predictor.predict(crops[column]).index == label)
         rows.append({"scene": name, **{column: right[column] / len(labels) for column in COLUMNS}})
     print("| scene | " + " | ".join(COLUMNS) + " |")

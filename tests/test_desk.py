@@ -162,15 +162,13 @@ def test_the_web_page_says_when_the_frame_is_poor(scene, expected, start_server,
 def test_texture_split_renders_the_same_draws_with_and_without_texture(fashion, tmp_path, capsys):
     """experiments.texture_split: the texture-free frame differs from the textured one only by
     its texture (same garment, place and shadow), and the four crops follow their boxes."""
-    import dataclasses
     import json
 
-    from experiments.texture_split import COLUMNS, main, split_frame
+    from experiments.texture_split import COLUMNS, main, split_frame, without_texture
 
     contract = fashion.contract
     textured = camera_sim.render(fashion.test_images[0], np.random.default_rng(5), camera_sim.DESK)
-    plain = camera_sim.render(fashion.test_images[0], np.random.default_rng(5),
-                              dataclasses.replace(camera_sim.DESK, texture=1e-9))
+    plain = camera_sim.render(fashion.test_images[0], np.random.default_rng(5), without_texture(camera_sim.DESK))
     assert 0 < np.abs(textured.astype(int) - plain).mean() < 12  # the texture only: a few levels
     same = split_frame(textured, textured, contract)
     assert all(np.array_equal(same[column], same["textured"]) for column in COLUMNS)
