@@ -8,13 +8,14 @@ contract's preprocessing kind:
 - ``object``: find the object against the backdrop (``locate``: grayscale; a backdrop
   surface fitted to the border, a plane plus the lens's vignetting, robust to a table edge
   or a keyboard along one side; polarity; a threshold; bands across a side dropped; the
-  largest blob), then frame it as the training data were. One channel: the object's signal, bright
-  on black (a dark garment on a light backdrop becomes bright, as Fashion-MNIST negated its
-  photos), the backdrop's texture below a floor dropped, longest side filling the input,
-  centred, contrast stretched. Three channels: the object's box widened to the input's
-  aspect ratio, in RGB. ``found`` is False when nothing stands out, and also when the
-  segmentation is not sound (the object runs off the frame, or clutter at the edge
-  outweighs it): then the image is a best guess, and a user interface should say so.
+  largest blob), then frame it as the training data were. One channel: the object's signal,
+  bright on black (a dark garment on a light backdrop becomes bright, as Fashion-MNIST
+  negated its photos), the backdrop's texture below a floor dropped, stood upright when it
+  is mirror-symmetric at a tilt (``upright``), longest side filling the input, centred,
+  contrast stretched. Three channels: the object's box widened to the input's aspect ratio,
+  in RGB. ``found`` is False when nothing stands out, and also when the segmentation is not
+  sound (the object runs off the frame, or clutter at the edge outweighs it): then the
+  image is a best guess, and a user interface should say so.
 
 Colour input images are in OpenCV's order (BGR, BGRA); colour model inputs are RGB.
 """
@@ -50,6 +51,16 @@ TEXTURE_FLOOR = 2.0
 # wood 91.2 -> 92.7, fabric 85.0 -> 87.0, cluttered 83.2 -> 83.8, plain and hard unchanged;
 # 5 beat 3, 4, 6 and 8 on desk-like frames of validation images.
 TEXTURE_THRESHOLD = 5.0
+# Fashion-MNIST's garments stand upright; a camera sees them tilted (the standard set's 15 degrees
+# either way cost 1.3 pp: 93.2% untilted, 91.9% tilted). Most garments are mirror-symmetric, so
+# the turn that makes the signal most symmetric stands them up; shoes, seen from the side, are
+# not, and stay as they are. On 2,000 validation images: standard 91.6 -> 92.5%, cluttered
+# 81.1 -> 82.1, a hidden-like desk 83.5 -> 84.3 (turns searched every 1.5 degrees, one gate).
+MAX_TILT = 18.0  # degrees searched either way: the simulator's 15 and a little more
+SYMMETRY = 0.9  # mirror correlation at the best turn above which an object counts as symmetric
+MIN_TILT = 2.0  # degrees: a smaller tilt is left as it is (the model takes it; a turn blurs a little)
+TILT_SIZE = 32  # pixels: the tilt is judged on a copy about this long (a 28x28 input's crop is 56)
+KEEP = 0.1  # after the turn, the object's extent: where its signal is above this share of the peak
 SUPPORTED_DTYPES = (np.uint8, np.uint16, np.float16, np.float32, np.float64)
 CV_DTYPES = (np.uint8, np.uint16, np.float32)  # what cv2.cvtColor and cv2.resize take
 
@@ -346,6 +357,52 @@ def frame_like_dataset(signal: np.ndarray, height: int, width: int) -> np.ndarra
     return np.clip(canvas / peak, 0.0, 1.0) if peak > 0 else canvas
 
 
+def turned(signal: np.ndarray, angle: float, centre: tuple[float, float], side: int) -> np.ndarray:
+    """``signal`` turned by ``angle`` degrees (counter-clockwise) about ``centre``, which lands
+    in the middle of a ``side`` x ``side`` canvas (pixel centres at whole numbers)."""
+    matrix = cv2.getRotationMatrix2D(centre, angle, 1.0)
+    matrix[:, 2] += ((side - 1) / 2 - centre[0], (side - 1) / 2 - centre[1])
+    return cv2.warpAffine(signal, matrix, (side, side), flags=cv2.INTER_LINEAR)
+
+
+def symmetry(image: np.ndarray) -> float:
+    """How alike ``image`` and its mirror image are (1: mirror-symmetric about the middle column)."""
+    return float((image * image[:, ::-1]).sum() / max(float((image * image).sum()), 1e-12))
+
+
+def upright(signal: np.ndarray) -> np.ndarray:
+    """The object's signal turned upright when it is mirror-symmetric at some tilt (else as it
+    is), cropped to its extent.
+
+    1. turns within MAX_TILT about the centre of mass, scored on a copy about TILT_SIZE
+       pixels long: every 3 degrees, then 1.5 either side of the best (about 0.3 ms);
+    2. no turn below SYMMETRY at the best turn (a shoe), nor for less than MIN_TILT;
+    3. the turn at full size, and the extent of what is above KEEP of the peak.
+    """
+    step = max(1, -(-max(signal.shape) // TILT_SIZE))
+    if cv2 is None or min(signal.shape) < 8 * step:
+        return signal
+    small = shrink(signal, step)
+    moments = cv2.moments(small)
+    if moments["m00"] <= 0:
+        return signal
+    centre = (moments["m10"] / moments["m00"], moments["m01"] / moments["m00"])
+    side = int(np.ceil(np.hypot(*small.shape))) + 2
+
+    def score(angle: float) -> float:
+        return symmetry(turned(small, angle, centre, side))
+
+    best = max(np.arange(-MAX_TILT, MAX_TILT + 1, 3.0), key=score)
+    best = max((best - 1.5, best, best + 1.5), key=score)
+    if abs(best) < MIN_TILT or score(best) < SYMMETRY:
+        return signal
+    # the centre in full-size pixels (a small pixel's centre is its block's)
+    full = turned(signal, best, (step * centre[0] + (step - 1) / 2, step * centre[1] + (step - 1) / 2),
+                  int(np.ceil(np.hypot(*signal.shape))) + 2)
+    rows, cols = np.nonzero(full > KEEP * full.max())
+    return full[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+
+
 def small_copy(gray: np.ndarray) -> tuple[np.ndarray, float, float]:
     """A copy with its longest side about WORK_SIZE, as float in [0, 1], and its scale (x, y).
 
@@ -421,7 +478,7 @@ def object_signal(gray: np.ndarray, found: Located, height: int, width: int) -> 
     # the backdrop's texture (wood grain, weave, blotches) below a floor goes: Fashion-MNIST's
     # backgrounds are black
     signal = np.clip(departure(crop, patch, found.light_backdrop) - TEXTURE_FLOOR * found.texture, 0.0, None)
-    return frame_like_dataset(signal, height, width)[..., None]
+    return frame_like_dataset(upright(signal), height, width)[..., None]
 
 
 def object_crop(image: np.ndarray, found: Located, contract: Contract) -> np.ndarray:

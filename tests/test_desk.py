@@ -181,3 +181,35 @@ def test_texture_split_renders_the_same_draws_with_and_without_texture(fashion, 
     assert "| desk |" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["--scenes", "standard"])  # no texture to take away
+
+
+def tilted(image: np.ndarray, angle: float) -> np.ndarray:
+    """A 28x28 image as an object signal at twice the size on a black canvas, turned ``angle`` degrees."""
+    import cv2
+
+    signal = np.pad(cv2.resize(image.astype(np.float32) / 255, (56, 56), interpolation=cv2.INTER_CUBIC), 12)
+    return np.clip(cv2.warpAffine(signal, cv2.getRotationMatrix2D((40, 40), angle, 1.0), (80, 80)), 0, 1)
+
+
+@pytest.mark.parametrize("angle", [-12, 9])
+def test_a_tilted_symmetric_garment_is_stood_upright(angle, fashion):
+    from runtime.preprocess import frame_like_dataset, upright
+
+    def framed(signal):  # cropped to its extent and framed, as object_signal does
+        rows, cols = np.nonzero(signal > 0.1 * signal.max())
+        return frame_like_dataset(signal[rows.min():rows.max() + 1, cols.min():cols.max() + 1], 28, 28)
+
+    dresses = fashion.test_images[fashion.test_labels == 3][:20]
+    straight = [framed(tilted(image, 0)) for image in dresses]
+    before = np.mean([np.abs(framed(tilted(image, angle)) - s).mean() for image, s in zip(dresses, straight)])
+    after = np.mean([np.abs(framed(upright(tilted(image, angle))) - s).mean() for image, s in zip(dresses, straight)])
+    assert after < 0.5 * before, (before, after)
+
+
+def test_an_upright_garment_and_a_boot_seen_from_the_side_are_not_turned(fashion):
+    from runtime.preprocess import upright
+
+    trousers = fashion.test_images[fashion.test_labels == 1][:40]
+    boots = fashion.test_images[fashion.test_labels == 9][:40]
+    assert np.mean([upright(s) is s for s in (tilted(image, 0) for image in trousers)]) >= 0.8
+    assert np.mean([upright(s) is s for s in (tilted(image, 10) for image in boots)]) >= 0.9

@@ -2,9 +2,9 @@
 
 A webcam never shows the model a Fashion-MNIST image. ``Predictor.predict(frame)`` finds the
 garment in a frame, cuts it out and frames it like the dataset (``runtime.preprocess``), and
-what comes out is rotated, framed a little looser or tighter, blurred, with a shadow's halo or
-the backdrop's texture left around it. So some training images are shown to the model that
-way: each is
+what comes out is tilted (a shoe; a symmetric garment less), framed a little looser or
+tighter, blurred, with a shadow's halo or the backdrop's texture left around it. So some
+training images are shown to the model that way: each is
 
 1. rendered into a camera frame by ``runtime.camera_sim`` (a scene drawn per image from
    ``SCENES``: plain backdrops and desks with every kind of clutter), then
