@@ -390,10 +390,11 @@ def upright(signal: np.ndarray) -> np.ndarray:
     centre = (moments["m10"] / moments["m00"], moments["m01"] / moments["m00"])
     side = int(np.ceil(np.hypot(*small.shape))) + 2
 
+    @functools.cache
     def score(angle: float) -> float:
         return symmetry(turned(small, angle, centre, side))
 
-    best = max(np.arange(-MAX_TILT, MAX_TILT + 1, 3.0), key=score)
+    best = max(np.arange(-MAX_TILT, MAX_TILT + 1, 3.0).tolist(), key=score)
     best = max((best - 1.5, best, best + 1.5), key=score)
     if abs(best) < MIN_TILT or score(best) < SYMMETRY:
         return signal
