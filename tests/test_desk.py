@@ -213,3 +213,5 @@ def test_an_upright_garment_and_a_boot_seen_from_the_side_are_not_turned(fashion
     boots = fashion.test_images[fashion.test_labels == 9][:40]
     assert np.mean([upright(s) is s for s in (tilted(image, 0) for image in trousers)]) >= 0.8
     assert np.mean([upright(s) is s for s in (tilted(image, 10) for image in boots)]) >= 0.9
+    for nothing in (np.zeros((56, 56), np.float32), np.ones((3, 200), np.float32)):  # blank, a sliver
+        assert upright(nothing) is nothing
