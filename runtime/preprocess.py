@@ -371,6 +371,12 @@ def symmetry(image: np.ndarray) -> float:
     return float((image * image[:, ::-1]).sum() / max(float((image * image).sum()), 1e-12))
 
 
+def extent(signal: np.ndarray) -> np.ndarray:
+    """``signal`` cropped to where it is above KEEP of its peak (a signal with a positive peak)."""
+    rows, cols = np.nonzero(signal > KEEP * signal.max())
+    return signal[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+
+
 def upright(signal: np.ndarray) -> np.ndarray:
     """The object's signal turned upright when it is mirror-symmetric at some tilt (else as it
     is), cropped to its extent.
@@ -378,7 +384,7 @@ def upright(signal: np.ndarray) -> np.ndarray:
     1. turns within MAX_TILT about the centre of mass, scored on a copy about TILT_SIZE
        pixels long: every 3 degrees, then 1.5 either side of the best (about 0.3 ms);
     2. no turn below SYMMETRY at the best turn (a shoe), nor for less than MIN_TILT;
-    3. the turn at full size, and the extent of what is above KEEP of the peak.
+    3. the turn at full size, cropped to its ``extent``.
     """
     step = max(1, -(-max(signal.shape) // TILT_SIZE))
     if cv2 is None or min(signal.shape) < 8 * step:
@@ -399,10 +405,8 @@ def upright(signal: np.ndarray) -> np.ndarray:
     if abs(best) < MIN_TILT or score(best) < SYMMETRY:
         return signal
     # the centre in full-size pixels (a small pixel's centre is its block's)
-    full = turned(signal, best, (step * centre[0] + (step - 1) / 2, step * centre[1] + (step - 1) / 2),
-                  int(np.ceil(np.hypot(*signal.shape))) + 2)
-    rows, cols = np.nonzero(full > KEEP * full.max())
-    return full[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    return extent(turned(signal, best, (step * centre[0] + (step - 1) / 2, step * centre[1] + (step - 1) / 2),
+                         int(np.ceil(np.hypot(*signal.shape))) + 2))
 
 
 def small_copy(gray: np.ndarray) -> tuple[np.ndarray, float, float]:

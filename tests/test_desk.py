@@ -193,11 +193,10 @@ def tilted(image: np.ndarray, angle: float) -> np.ndarray:
 
 @pytest.mark.parametrize("angle", [-12, 9])
 def test_a_tilted_symmetric_garment_is_stood_upright(angle, fashion):
-    from runtime.preprocess import frame_like_dataset, upright
+    from runtime.preprocess import extent, frame_like_dataset, upright
 
     def framed(signal):  # cropped to its extent and framed, as object_signal does
-        rows, cols = np.nonzero(signal > 0.1 * signal.max())
-        return frame_like_dataset(signal[rows.min():rows.max() + 1, cols.min():cols.max() + 1], 28, 28)
+        return frame_like_dataset(extent(signal), 28, 28)
 
     dresses = fashion.test_images[fashion.test_labels == 3][:20]
     straight = [framed(tilted(image, 0)) for image in dresses]
