@@ -69,8 +69,10 @@ CLUTTERED = Scene(texture=0.08, surfaces=("blotches", "wood", "fabric"),
                   vignette=0.3, shadow=0.35, lights=2, edge_prob=0.3, keyboard_prob=0.2, sleeve_prob=0.2,
                   colour_cast=0.1, saturation=(0.8, 1.3), gamma=(0.75, 1.3), motion_blur=6.0,
                   perspective=0.08, jpeg_range=(50, 90))
+# the desk seen by a camera that is not square-on: its edge a slanted band, the garment skewed
+ANGLED = Scene(texture=0.08, vignette=0.3, shadow=0.3, edge_prob=0.5, perspective=0.08, jpeg_quality=70)
 SCENES = {"standard": STANDARD, "hard": HARD, "desk": DESK, "wood": WOOD, "fabric": FABRIC,
-          "keyboard": KEYBOARD, "lamps": LAMPS, "phone": PHONE, "cluttered": CLUTTERED}
+          "keyboard": KEYBOARD, "lamps": LAMPS, "phone": PHONE, "cluttered": CLUTTERED, "angled": ANGLED}
 
 
 def render(garment: np.ndarray, rng: np.random.Generator, scene: Scene = STANDARD,

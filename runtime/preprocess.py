@@ -40,7 +40,13 @@ MIN_CONTRAST = 0.08  # object-vs-background difference (0-1) below which nothing
 # Box margin, as a fraction of its longest side. The dataset's longest side touches the
 # edge; on the train-derived camera set a 6% margin cost 3 pp (python -m train.camera_eval).
 MARGIN = 0.0
-BAND_COVER = 0.6  # a line across the frame this full of "object" is a band (table edge, keyboard)
+# A table edge, a keyboard or a cuff along a side of the frame stands out like a garment. Seen at
+# an angle (a camera not square-on) it is a band whose inner edge slants, but perspective keeps
+# that edge straight; a garment's outline is not straight.
+BAND_COVER = 0.6  # a band runs along at least this share of its side
+MAX_BAND = 0.35  # ...reaching at most this share of the frame in (a keyboard's edge: 10-25%)
+BAND_GAP = 2  # ...beginning within this many pixels of the side (of locate's small copy)
+BAND_FIT = 1.5  # ...and ending within this many pixels of a straight line along the side
 MERGE_ROUNDS = 4  # pieces merged into the garment's box: enough for a sandal's straps
 # Signal below this many robust standard deviations of the backdrop's texture is dropped; on
 # train-derived frames 2 beat 0, 1 and 4 (wood 82 -> 86%, lamps 84.5 -> 86%, plain unchanged).
@@ -209,7 +215,11 @@ def border_geometry(h: int, w: int):
     return border, design, side_of, inverse.astype(np.float32)
 
 
-def fit_background(small: np.ndarray, tolerance: float = 0.05) -> np.ndarray:
+def least_squares(design: np.ndarray, values: np.ndarray) -> np.ndarray:
+    return np.linalg.solve(design.T @ design + 1e-6 * np.eye(design.shape[1]), design.T @ values)
+
+
+def fit_background(small: np.ndarray, tolerance: float = 0.05, exclude: np.ndarray | None = None) -> np.ndarray:
     """Coefficients (a, b, c, d) of the backdrop surface a + b*x + c*y + d*radius2(x, y), x and y
     in [0, 1): an even lighting gradient and the lens's vignetting, d <= 0 (a plane alone reads a
     vignetted frame's bright centre as a bright object: desk frames 63% -> 71% with it).
@@ -218,22 +228,25 @@ def fit_background(small: np.ndarray, tolerance: float = 0.05) -> np.ndarray:
     cover one side and the ends of the two sides it meets, so the surface is fitted to the
     whole border and to each subset without one side and those ends (SUBSETS: the keyboard
     set 65% -> 81% over whole sides), and the fit that explains most border pixels (within
-    ``tolerance``) wins, refitted on those. Normalised coordinates make it independent of
-    the resolution.
+    ``tolerance``) wins, refitted on those. When the bands along the sides are known
+    (``exclude``: a mask of ``small``), the border without them is fitted instead. Normalised
+    coordinates make it independent of the resolution.
     """
     border, design, side_of, inverse = border_geometry(*small.shape)
     values = small[border]
-    moment = side_of @ (design * values[:, None])  # (8, 4)
-    candidates = (inverse @ (SUBSETS @ moment)[..., None])[..., 0]  # (5, 4)
-    inliers = np.abs(values[:, None] - design @ candidates.T) <= tolerance  # (n, 5)
+    usable = np.ones(len(values), bool) if exclude is None else ~exclude[border]
+    if exclude is None:
+        moment = side_of @ (design * values[:, None])  # (8, 4)
+        candidates = (inverse @ (SUBSETS @ moment)[..., None])[..., 0]  # (5, 4)
+    else:
+        candidates = least_squares(design[usable], values[usable])[None]
+    inliers = (np.abs(values[:, None] - design @ candidates.T) <= tolerance) & usable[:, None]  # (n, 5)
     best = inliers[:, np.argmax(inliers.sum(0))]
     coef = candidates[0]
     if best.sum() >= 3:
-        d = design[best]
-        coef = np.linalg.solve(d.T @ d + 1e-6 * np.eye(len(coef)), d.T @ values[best])
+        coef = least_squares(design[best], values[best])
         if coef[3] > 0:  # corners brighter than the centre: no lens does that (folds of cloth do)
-            d = d[:, :3]
-            coef = np.append(np.linalg.solve(d.T @ d + 1e-6 * np.eye(3), d.T @ values[best]), 0.0)
+            coef = np.append(least_squares(design[best, :3], values[best]), 0.0)
     return coef.astype(np.float32)
 
 
@@ -278,28 +291,52 @@ def otsu(values: np.ndarray, bins: int = 64) -> float:
     return float(centres[np.nanargmax(between[:-1])])
 
 
-def band_depth(coverage: np.ndarray) -> int:
-    """How many lines, from the start of ``coverage`` (each line's fraction of object pixels),
-    are a band across the frame (at least BAND_COVER covered); 0 when the first is not."""
-    below = np.flatnonzero(coverage < BAND_COVER)
-    return int(below[0]) if len(below) else len(coverage)
+def side_views(image: np.ndarray) -> list[np.ndarray]:
+    """``image`` seen from its top, bottom, left and right side: each view's rows go from that
+    side inwards, its columns along it (views: writing to one writes to ``image``)."""
+    return [image, image[::-1], image.T, image[:, ::-1].T]
 
 
-def clear_bands(mask: np.ndarray) -> np.ndarray:
-    """``mask`` without the bands along its sides: a table edge, a keyboard or a sleeve's
-    cuff across the frame stands out like a garment but spans a whole side (a garment in
-    view does not: it is at most about 80% of the short side); one more line goes with it,
-    for the band's blurred edge."""
-    h, w = mask.shape
-    rows, cols = mask.mean(1), mask.mean(0)
-    top, bottom = band_depth(rows), band_depth(rows[::-1])
-    left, right = band_depth(cols), band_depth(cols[::-1])
-    if not (top or bottom or left or right):
-        return mask
-    mask = mask.copy()
-    mask[:top + 1 if top else 0], mask[h - bottom - 1 if bottom else h:] = 0, 0
-    mask[:, :left + 1 if left else 0], mask[:, w - right - 1 if right else w:] = 0, 0
-    return mask
+def straight_line(x: np.ndarray, y: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """The least-squares line through the points (x, y), evaluated at ``at``."""
+    dx = x - x.mean()
+    slope = float((dx * (y - y.mean())).sum() / max(float((dx * dx).sum()), 1e-9))
+    return y.mean() + slope * (at - x.mean())
+
+
+def straight_bands(mask: np.ndarray) -> np.ndarray:
+    """The pixels of ``mask``'s bands along the frame's sides (a table edge, a keyboard, a cuff,
+    square-on or at an angle), and one more line for a band's blurred edge.
+
+    From each side: how deep the mask runs in at each position along it (a run that begins
+    within BAND_GAP of the side). A band runs along at least BAND_COVER of the side, to depths
+    that follow a straight line (a robust fit: the line through the medians of the first and
+    last thirds, refined twice on the depths within BAND_FIT of it; a garment touching the
+    side is an outlier, or no line at all) reaching at most MAX_BAND of the frame in.
+    """
+    bands = np.zeros(mask.shape, bool)
+    for view, band in zip(side_views(mask), side_views(bands)):
+        n, length = view.shape
+        near = view[:BAND_GAP + 1]
+        if length < 6 or near.any(0).mean() < BAND_COVER:  # most sides: no band (and cheap to tell)
+            continue
+        start = np.where(near.any(0), near.argmax(0), n)
+        run = view | (np.arange(n)[:, None] < start[None, :])  # the gap before a run counts as in it
+        depth = np.where(start < n, np.where(run.all(0), n, run.argmin(0)), 0)
+        along = np.arange(length, dtype=np.float32)
+        third = length // 3
+        first, last = np.median(depth[:third]), np.median(depth[-third:])
+        line = first + (last - first) * (along - (third - 1) / 2) / (length - third)
+        for _ in range(2):
+            on = (depth > 0) & (np.abs(depth - line) <= BAND_FIT)
+            if on.sum() < 3:
+                break
+            line = straight_line(along[on], depth[on], along)
+        # where a garment lies on the band, the mask runs deeper: the band is under it all the same
+        if (depth >= line - BAND_FIT).mean() < BAND_COVER or line.max() > MAX_BAND * n:
+            continue
+        band |= np.arange(n)[:, None] < (np.ceil(line) + 1)[None, :]
+    return bands
 
 
 def object_box(signal: np.ndarray, threshold: float) -> tuple[tuple[int, int, int, int] | None, bool]:
@@ -307,12 +344,13 @@ def object_box(signal: np.ndarray, threshold: float) -> tuple[tuple[int, int, in
     whether it is sound: whole (clear of the frame's edges, or spanning it edge to edge) and
     standing clear of clutter.
 
-    Bands across a side go first (``clear_bands``). With OpenCV: the largest connected blob
+    Bands along the sides go first (``straight_bands``). With OpenCV: the largest connected blob
     that does not touch the frame's edge (a table edge or a sleeve coming into view does),
     plus the blobs that overlap its box (a sandal's straps); without OpenCV: the box of all
     pixels above the threshold.
     """
-    mask = clear_bands((signal > threshold).astype(np.uint8))
+    mask = signal > threshold
+    mask = (mask & ~straight_bands(mask)).astype(np.uint8)
     if mask.sum() < max(4, signal.size // 400):
         return None, False
     h, w = mask.shape
@@ -440,6 +478,35 @@ def spread(values: np.ndarray) -> float:
     return 1.4826 * mad
 
 
+@dataclass(frozen=True)
+class Standout:
+    """What stands out from the backdrop (see ``stand_out``), on ``locate``'s small copy."""
+    coef: np.ndarray  # the backdrop surface (see fit_background)
+    signal: np.ndarray  # the departure towards the object, bright on black; 0 on the bands
+    light_backdrop: bool  # a dark object on a light backdrop
+    threshold: float  # the object's pixels are above it
+    texture: float  # the backdrop's robust spread around the surface (0-1)
+
+
+def stand_out(small: np.ndarray, bands: np.ndarray) -> Standout | None:
+    """What stands out from the backdrop surface fitted to ``small``'s border, the pixels of
+    ``bands`` left out: the polarity (the object is the strongest departure, darker or
+    lighter), a threshold relative to the strongest response, and the texture of what is left
+    below half of it. None when nothing stands out."""
+    coef = fit_background(small, exclude=bands if bands.any() else None)
+    backdrop = plane(coef, small.shape)
+    diff = small - backdrop
+    rest = diff[~bands]
+    low, high = quantiles(rest, 0.01, 0.99)
+    contrast = float(max(-low, high))
+    if contrast < MIN_CONTRAST:
+        return None
+    light_backdrop = -low > high
+    signal = np.where(bands, np.float32(0), departure(small, backdrop, light_backdrop))
+    threshold = max(otsu(signal[~bands]), contrast * 0.25, MIN_CONTRAST / 2)
+    return Standout(coef, signal, light_backdrop, threshold, spread(rest[np.abs(rest) <= threshold / 2]))
+
+
 def locate(gray: np.ndarray) -> Located | None:
     """Find the object in a 2-D grayscale frame; None when nothing stands out."""
     h, w = gray.shape
@@ -447,21 +514,21 @@ def locate(gray: np.ndarray) -> Located | None:
         return None
     # 1. analyse a small copy
     small, sx, sy = small_copy(gray)
-    # 2. background plane and polarity: dark-on-light becomes bright-on-black
-    coef = fit_background(small)
-    diff = small - plane(coef, small.shape)
-    # polarity: the object is the strongest departure from the backdrop, darker or lighter
-    low, high = quantiles(diff, 0.01, 0.99)
-    light_backdrop = -low > high
-    signal = -diff if light_backdrop else diff
-    # 3. a threshold relative to the strongest object response
-    contrast = float(max(-low, high))
-    if contrast < MIN_CONTRAST:
+    # 2. the backdrop surface, and what stands out from it (dark-on-light becomes bright-on-black)
+    out = stand_out(small, np.zeros(small.shape, bool))
+    if out is None:
         return None
-    threshold = max(otsu(signal), contrast * 0.25, MIN_CONTRAST / 2)
-    # 4. how much the backdrop's own texture departs from the surface, and the object's box
-    texture = spread(diff[np.abs(diff) <= threshold / 2])
-    box, sound = object_box(signal, max(threshold, TEXTURE_THRESHOLD * texture))
+    # 3. bands along the sides (a table edge, a keyboard) are not the object: the surface is
+    #    fitted again without them, and the polarity and threshold measured without them (a dark
+    #    band would set them, and a faint garment fall below)
+    bands = straight_bands(out.signal > out.threshold)
+    border = border_geometry(*small.shape)[0]
+    if bands.any() and bands[border].mean() <= 0.5:  # half the border left to fit the surface to
+        out = stand_out(small, bands)
+        if out is None:
+            return None
+    # 4. the object's box: its mask starts above the backdrop's texture
+    box, sound = object_box(out.signal, max(out.threshold, TEXTURE_THRESHOLD * out.texture))
     if box is None:
         return None
     # 5. the box in full resolution, with a margin, clipped to the frame
@@ -471,7 +538,7 @@ def locate(gray: np.ndarray) -> Located | None:
     x1, y1 = min(w, int(np.ceil((x + bw + m) * sx))), min(h, int(np.ceil((y + bh + m) * sy)))
     if x1 - x0 < 2 or y1 - y0 < 2:
         return None
-    return Located((x0, y0, x1, y1), coef, light_backdrop, sound, texture)
+    return Located((x0, y0, x1, y1), out.coef, out.light_backdrop, sound, out.texture)
 
 
 def object_signal(gray: np.ndarray, found: Located, height: int, width: int) -> np.ndarray:

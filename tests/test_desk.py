@@ -72,18 +72,26 @@ def test_camera_eval_lists_its_sets_and_refuses_unknown_ones(capsys):
 
 # --- preprocessing on a desk ---------------------------------------------------------------
 
-def desk_frame(garment: tuple[int, int, int, int], keyboard: bool = True) -> np.ndarray:
+def desk_frame(garment: tuple[int, int, int, int] | None, keyboard: bool = True, slant: int = 0,
+               gap: int = 0, colour: tuple[int, int, int] = (40, 30, 60)) -> np.ndarray:
     """A light backdrop with strong vignetting, a keyboard along the bottom, and a dark
-    block (x, y, w, h) for a garment: the case a plane fitted to the border gets wrong."""
+    block (x, y, w, h) for a garment: the case a plane fitted to the border gets wrong.
+
+    ``slant``: how far the keyboard's top edge rises from the left of the frame to the right
+    (a camera not square-on); ``gap``: rows of backdrop below it (the keyboard starts that far in);
+    ``colour``: the garment's (BGR; a light grey one stands out from the backdrop far less than
+    the keyboard does)."""
     yy, xx = np.mgrid[0:480, 0:640].astype(np.float32)
     light = 1 - 0.35 * ((xx / 640 - 0.5) ** 2 + (yy / 480 - 0.5) ** 2) / 0.5
     frame = np.repeat((215 * light)[..., None], 3, axis=2)
     if keyboard:
-        body = yy >= 400
-        caps = body & (np.mod(xx, 28) > 4) & (np.mod(yy - 400, 28) > 4)
+        top = 400 - slant * xx / 640
+        body = (yy >= top) & (yy < 480 - gap)
+        caps = body & (np.mod(xx, 28) > 4) & (np.mod(yy - top, 28) > 4)
         frame[body], frame[caps] = 30, 60
-    x, y, w, h = garment
-    frame[y:y + h, x:x + w] = (40, 30, 60)
+    if garment is not None:
+        x, y, w, h = garment
+        frame[y:y + h, x:x + w] = colour
     return frame.astype(np.uint8)
 
 
@@ -93,6 +101,47 @@ def test_a_vignetted_desk_with_a_keyboard_frames_the_garment():
     prediction = Predictor(num_threads=1).predict(desk_frame((200, 80, 150, 240)))
     assert prediction.object_found
     assert np.allclose(prediction.box, (200, 80, 150, 240), atol=10), prediction.box
+
+
+@pytest.mark.parametrize("slant, gap", [(0, 0), (70, 0), (-70, 0), (70, 4)])
+@pytest.mark.parametrize("colour", [(40, 30, 60), (170, 170, 170)])
+def test_a_keyboard_square_on_or_at_an_angle_is_not_the_garment(slant, gap, colour):
+    from runtime import Predictor
+
+    frame = desk_frame((240, 60, 140, 220), slant=slant, gap=gap, colour=colour)
+    prediction = Predictor(num_threads=1).predict(frame)
+    assert prediction.object_found
+    assert np.allclose(prediction.box, (240, 60, 140, 220), atol=10), prediction.box
+
+
+def test_a_garment_lying_on_a_keyboard_at_an_angle_is_cut_from_it():
+    from runtime import Predictor
+
+    x, y, w, h = Predictor(num_threads=1).predict(desk_frame((240, 120, 140, 330), slant=50)).box
+    assert np.allclose((x, y, w), (240, 120, 140), atol=10) and y + h < 480  # not the keyboard's width
+
+
+@pytest.mark.parametrize("slant", [0, 70])
+def test_a_desk_with_only_a_keyboard_in_view_shows_nothing(slant):
+    from runtime import Predictor
+    from runtime.preprocess import prepare
+
+    frame = desk_frame(None, slant=slant)
+    assert not Predictor(num_threads=1).predict(frame).object_found
+    assert prepare(frame, Predictor(num_threads=1).contract).box is None
+
+
+def test_straight_bands_are_bands_and_a_garment_at_the_edge_is_not():
+    from runtime.preprocess import straight_bands
+
+    yy, xx = np.mgrid[0:72, 0:96]
+    table = yy >= 60 - xx / 10  # a table edge rising from 12 to about 21 rows deep
+    bands = straight_bands(table)
+    assert bands[table].all() and not bands[yy < 57 - xx / 10].any()  # the band, and a line or two more
+    shoulders = (np.abs(xx - 48) < 18) & (yy < 30)  # a garment cut by the top of the frame
+    assert not straight_bands(shoulders).any()
+    both = table | shoulders | ((np.abs(xx - 30) < 10) & (yy > 40))  # a garment lying on the table
+    assert np.array_equal(straight_bands(both), straight_bands(table))
 
 
 def test_a_garment_running_off_the_frame_is_a_best_guess_not_found():
