@@ -7,8 +7,9 @@ contract's preprocessing kind:
 - ``resize``: the whole image (or the roi) resized to the input, in gray or RGB.
 - ``object``: find the object against the backdrop (``locate``: grayscale; a backdrop
   surface fitted to the border, a plane plus the lens's vignetting, robust to a table edge
-  or a keyboard along one side; polarity; a threshold; bands across a side dropped; the
-  largest blob), then frame it as the training data were. One channel: the object's signal,
+  or a keyboard along one side; polarity; a threshold; bands along a side, square-on or at
+  an angle, left out and the surface fitted again without them; the largest blob), then
+  frame it as the training data were. One channel: the object's signal,
   bright on black (a dark garment on a light backdrop becomes bright, as Fashion-MNIST
   negated its photos), the backdrop's texture below a floor dropped, stood upright when it
   is mirror-symmetric at a tilt (``upright``), longest side filling the input, centred,
@@ -227,8 +228,9 @@ def fit_background(small: np.ndarray, tolerance: float = 0.05, exclude: np.ndarr
     Fitted to the frame's border, which is mostly backdrop. A table edge or a keyboard can
     cover one side and the ends of the two sides it meets, so the surface is fitted to the
     whole border and to each subset without one side and those ends (SUBSETS: the keyboard
-    set 65% -> 81% over whole sides), and the fit that explains most border pixels (within
-    ``tolerance``) wins, refitted on those. When the bands along the sides are known
+    set 65% -> 81% over whole sides), and to no slope at all (a plain backdrop at the border's
+    median level), and the fit that explains most border pixels (within ``tolerance``) wins,
+    refitted on those. When the bands along the sides are known
     (``exclude``: a mask of ``small``), the border without them is fitted instead. Normalised
     coordinates make it independent of the resolution.
     """
@@ -240,7 +242,11 @@ def fit_background(small: np.ndarray, tolerance: float = 0.05, exclude: np.ndarr
         candidates = (inverse @ (SUBSETS @ moment)[..., None])[..., 0]  # (5, 4)
     else:
         candidates = least_squares(design[usable], values[usable])[None]
-    inliers = (np.abs(values[:, None] - design @ candidates.T) <= tolerance) & usable[:, None]  # (n, 5)
+    # and a plain backdrop at the border's median: the fit when the object covers much of the
+    # border (an image filled by the garment, as a product photo or the dataset's own)
+    (level,) = quantiles(values[usable], 0.5)
+    candidates = np.concatenate([candidates, np.float32([[level, 0, 0, 0]])])
+    inliers = (np.abs(values[:, None] - design @ candidates.T) <= tolerance) & usable[:, None]  # (n, 6)
     best = inliers[:, np.argmax(inliers.sum(0))]
     coef = candidates[0]
     if best.sum() >= 3:
@@ -309,10 +315,11 @@ def straight_bands(mask: np.ndarray) -> np.ndarray:
     square-on or at an angle), and one more line for a band's blurred edge.
 
     From each side: how deep the mask runs in at each position along it (a run that begins
-    within BAND_GAP of the side). A band runs along at least BAND_COVER of the side, to depths
-    that follow a straight line (a robust fit: the line through the medians of the first and
-    last thirds, refined twice on the depths within BAND_FIT of it; a garment touching the
-    side is an outlier, or no line at all) reaching at most MAX_BAND of the frame in.
+    within BAND_GAP of the side). A band runs along at least BAND_COVER of the side (where a
+    garment lies on it, the mask runs deeper), to depths that follow a straight line (a robust
+    fit: the line through the medians of the first and last thirds, refined twice on the
+    depths within BAND_FIT of it) reaching at most MAX_BAND of the frame in. A garment
+    touching a side makes no such line: it is too short along the side, or too deep.
     """
     bands = np.zeros(mask.shape, bool)
     for view, band in zip(side_views(mask), side_views(bands)):
@@ -332,7 +339,6 @@ def straight_bands(mask: np.ndarray) -> np.ndarray:
             if on.sum() < 3:
                 break
             line = straight_line(along[on], depth[on], along)
-        # where a garment lies on the band, the mask runs deeper: the band is under it all the same
         if (depth >= line - BAND_FIT).mean() < BAND_COVER or line.max() > MAX_BAND * n:
             continue
         band |= np.arange(n)[:, None] < (np.ceil(line) + 1)[None, :]
