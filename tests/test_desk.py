@@ -232,6 +232,20 @@ def test_texture_split_renders_the_same_draws_with_and_without_texture(fashion, 
         main(["--scenes", "standard"])  # no texture to take away
 
 
+def test_enlarged_images_are_measured_against_an_older_preprocessing(tmp_path, capsys):
+    """experiments.enlarged: each size, as it is and inverted, through today's preprocessing and
+    a commit's (here HEAD's, so both columns agree)."""
+    import json
+
+    from experiments.enlarged import main
+
+    assert main(["--n", "20", "--sizes", "56", "--compare", "HEAD", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "enlarged.json").read_text())["rows"]
+    assert [(row["size"], row["inverted"]) for row in rows] == [(56, False), (56, True)]
+    assert all(0.6 <= row["now"] <= 1 and abs(row["now"] - row["HEAD"]) <= 0.1 for row in rows)
+    assert "| 56 | dark on light |" in capsys.readouterr().out
+
+
 def tilted(image: np.ndarray, angle: float) -> np.ndarray:
     """A 28x28 image as an object signal at twice the size on a black canvas, turned ``angle`` degrees."""
     import cv2
