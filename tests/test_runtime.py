@@ -173,7 +173,7 @@ def test_an_image_the_garment_fills_is_framed_like_the_dataset(int8, fashion, si
     if dark_on_light:
         enlarged = [255 - image for image in enlarged]
     framed = np.mean([int8.predict(image).index == label for image, label in zip(enlarged, labels)])
-    assert framed >= as_arrays - 0.05, (framed, as_arrays)  # 8-11 pp lower with a sloped fit alone
+    assert framed >= as_arrays - 0.05, (framed, as_arrays)  # 6-13 pp lower without it (experiments.enlarged)
 
 
 @pytest.mark.parametrize("frame", [
