@@ -52,6 +52,7 @@ class Scene:
     motion_blur: float = 0.0  # longest motion streak, in pixels (a hand-held garment)
     perspective: float = 0.0  # largest corner shift, as a fraction of the frame (a camera not square-on)
     jpeg_range: tuple[int, int] | None = None  # JPEG quality drawn per frame (overrides jpeg_quality)
+    black_fill: bool = False  # perspective leaves black corners (OpenCV's default), not mirrored edges
 
 
 STANDARD = Scene()
@@ -71,8 +72,12 @@ CLUTTERED = Scene(texture=0.08, surfaces=("blotches", "wood", "fabric"),
                   perspective=0.08, jpeg_range=(50, 90))
 # the desk seen by a camera that is not square-on: its edge a slanted band, the garment skewed
 ANGLED = Scene(texture=0.08, vignette=0.3, shadow=0.3, edge_prob=0.5, perspective=0.08, jpeg_quality=70)
+# ...its picture warped by software that fills the corners with black (a rectified or rotated photo)
+WARPED = Scene(texture=0.08, vignette=0.3, shadow=0.3, edge_prob=0.5, perspective=0.08, jpeg_quality=70,
+               black_fill=True)
 SCENES = {"standard": STANDARD, "hard": HARD, "desk": DESK, "wood": WOOD, "fabric": FABRIC,
-          "keyboard": KEYBOARD, "lamps": LAMPS, "phone": PHONE, "cluttered": CLUTTERED, "angled": ANGLED}
+          "keyboard": KEYBOARD, "lamps": LAMPS, "phone": PHONE, "cluttered": CLUTTERED, "angled": ANGLED,
+          "warped": WARPED}
 
 
 def render(garment: np.ndarray, rng: np.random.Generator, scene: Scene = STANDARD,
@@ -109,7 +114,7 @@ def render(garment: np.ndarray, rng: np.random.Generator, scene: Scene = STANDAR
     frame = phone_colour(frame, rng, scene)
     # 3. optics and sensor: perspective, blur, motion, noise
     if scene.perspective:
-        frame = tilt(frame, rng, scene.perspective)
+        frame = tilt(frame, rng, scene.perspective, scene.black_fill)
     frame = cv2.GaussianBlur(frame.astype(np.float32), (0, 0), rng.uniform(*scene.blur_sigma))
     if scene.motion_blur:
         frame = motion(frame, rng, scene.motion_blur)
@@ -256,14 +261,15 @@ def phone_colour(frame: np.ndarray, rng: np.random.Generator, scene: Scene) -> n
     return frame
 
 
-def tilt(frame: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndarray:
-    """The camera not square-on: each corner moved by up to ``amount`` of the frame, edges mirrored."""
+def tilt(frame: np.ndarray, rng: np.random.Generator, amount: float, black_fill: bool = False) -> np.ndarray:
+    """The camera not square-on: each corner moved by up to ``amount`` of the frame, edges
+    mirrored (or black where the picture does not reach, with ``black_fill``)."""
     height, width = frame.shape[:2]
     corners = np.float32([[0, 0], [width, 0], [width, height], [0, height]])
     moved = (corners + rng.uniform(-amount, amount, (4, 2)) * (width, height)).astype(np.float32)
     matrix = cv2.getPerspectiveTransform(corners, moved)
     return cv2.warpPerspective(frame.astype(np.float32), matrix, (width, height), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_REFLECT)
+                               borderMode=cv2.BORDER_CONSTANT if black_fill else cv2.BORDER_REFLECT)
 
 
 def motion(frame: np.ndarray, rng: np.random.Generator, longest: float) -> np.ndarray:

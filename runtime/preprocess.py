@@ -49,6 +49,11 @@ MAX_BAND = 0.35  # ...reaching at most this share of the frame in (a keyboard's 
 BAND_GAP = 2  # ...beginning within this many pixels of the side (of locate's small copy)
 BAND_FIT = 1.5  # ...and ending within this many pixels of a straight line along the side
 MERGE_ROUNDS = 4  # pieces merged into the garment's box: enough for a sandal's straps
+# A picture warped or rotated onto the frame leaves black fill in its corners and along its sides
+# (OpenCV's default border): no backdrop, and as dark as no garment.
+FILL_LEVEL = 0.04  # darker than this (0-1) and touching the frame's edge: fill
+FILL_DEPTH = 0.15  # ...reaching at most this share of the frame in (deeper: a black backdrop, as the dataset's)
+RIM = 2  # pixels (of the small copy) between the fill or a band and the ring the backdrop is fitted to
 # Signal below this many robust standard deviations of the backdrop's texture is dropped; on
 # train-derived frames 2 beat 0, 1 and 4 (wood 82 -> 86%, lamps 84.5 -> 86%, plain unchanged).
 TEXTURE_FLOOR = 2.0
@@ -230,23 +235,27 @@ def fit_background(small: np.ndarray, tolerance: float = 0.05, exclude: np.ndarr
     whole border and to each subset without one side and those ends (SUBSETS: the keyboard
     set 65% -> 81% over whole sides), and to no slope at all (a plain backdrop at the border's
     median level), and the fit that explains most border pixels (within ``tolerance``) wins,
-    refitted on those. When the bands along the sides are known
-    (``exclude``: a mask of ``small``), the border without them is fitted instead. Normalised
-    coordinates make it independent of the resolution.
+    refitted on those. When the bands and fill along the sides are known (``exclude``: a mask
+    of ``small``), the ring just inside the rest of the picture is fitted instead (``ring``).
+    Normalised coordinates make it independent of the resolution.
     """
     border, design, side_of, inverse = border_geometry(*small.shape)
-    values = small[border]
-    usable = np.ones(len(values), bool) if exclude is None else ~exclude[border]
-    if exclude is None:
+    inside = None if exclude is None else ring(exclude)
+    if inside is None:
+        values = small[border]
         moment = side_of @ (design * values[:, None])  # (8, 4)
         candidates = (inverse @ (SUBSETS @ moment)[..., None])[..., 0]  # (5, 4)
     else:
-        candidates = least_squares(design[usable], values[usable])[None]
-    # and a plain backdrop at the border's median: the fit when the object covers much of the
+        h, w = small.shape
+        yy, xx = np.nonzero(inside)
+        design = np.stack([np.ones(len(xx)), xx / w, yy / h, radius2(xx / w, yy / h)], 1).astype(np.float32)
+        values = small[inside]
+        candidates = least_squares(design, values)[None]
+    # and a plain backdrop at the median level: the fit when the object covers much of the
     # border (an image filled by the garment, as a product photo or the dataset's own)
-    (level,) = quantiles(values[usable], 0.5)
+    (level,) = quantiles(values, 0.5)
     candidates = np.concatenate([candidates, np.float32([[level, 0, 0, 0]])])
-    inliers = (np.abs(values[:, None] - design @ candidates.T) <= tolerance) & usable[:, None]  # (n, 6)
+    inliers = np.abs(values[:, None] - design @ candidates.T) <= tolerance  # (n, 6 or 2)
     best = inliers[:, np.argmax(inliers.sum(0))]
     coef = candidates[0]
     if best.sum() >= 3:
@@ -254,6 +263,39 @@ def fit_background(small: np.ndarray, tolerance: float = 0.05, exclude: np.ndarr
         if coef[3] > 0:  # corners brighter than the centre: no lens does that (folds of cloth do)
             coef = np.append(least_squares(design[best, :3], values[best]), 0.0)
     return coef.astype(np.float32)
+
+
+def ring(exclude: np.ndarray, width: int = 3) -> np.ndarray | None:
+    """The pixels RIM to RIM + ``width`` inside the picture that ``exclude`` leaves (the frame's
+    edge is an edge of it too): the backdrop next to a band or fill, clear of their blurred
+    rim. None without OpenCV or when there are too few."""
+    if cv2 is None:
+        return None
+    kernel = np.ones((3, 3), np.uint8)
+    picture = cv2.erode(np.pad(~exclude, 1).astype(np.uint8), kernel, iterations=RIM)
+    inside = (picture & ~cv2.erode(picture, kernel, iterations=width))[1:-1, 1:-1].astype(bool)
+    return inside if inside.sum() >= 20 else None
+
+
+def fill(small: np.ndarray) -> np.ndarray:
+    """Black fill along the frame's edges (a warped or rotated picture's corners, letterbox
+    bars): pixels below FILL_LEVEL connected to the edge, and their rim (one pixel). None of it
+    when it reaches deeper than FILL_DEPTH into the frame: then it is a black backdrop."""
+    h, w = small.shape
+    none = np.zeros((h, w), bool)
+    if cv2 is None:
+        return none
+    count, labels, stats, _ = cv2.connectedComponentsWithStats((small < FILL_LEVEL).astype(np.uint8), connectivity=8)
+    x, y, bw, bh = stats[:, 0], stats[:, 1], stats[:, 2], stats[:, 3]
+    edge = (x == 0) | (y == 0) | (x + bw >= w) | (y + bh >= h)
+    edge[0] = False  # label 0: what is not dark
+    black = edge[labels]
+    if not black.any():
+        return none
+    rows, cols = np.nonzero(black)
+    if np.minimum(np.minimum(cols, w - 1 - cols), np.minimum(rows, h - 1 - rows)).max() > FILL_DEPTH * min(h, w):
+        return none
+    return cv2.dilate(black.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
 
 
 def plane(coef: np.ndarray, shape: tuple[int, int], box: tuple[int, int, int, int] | None = None,
@@ -520,8 +562,10 @@ def locate(gray: np.ndarray) -> Located | None:
         return None
     # 1. analyse a small copy
     small, sx, sy = small_copy(gray)
-    # 2. the backdrop surface, and what stands out from it (dark-on-light becomes bright-on-black)
-    out = stand_out(small, np.zeros(small.shape, bool))
+    # 2. the backdrop surface, and what stands out from it (dark-on-light becomes bright-on-black),
+    #    black fill along the edges left out
+    black = fill(small)
+    out = stand_out(small, black)
     if out is None:
         return None
     # 3. bands along the sides (a table edge, a keyboard) are not the object: the surface is
@@ -530,7 +574,7 @@ def locate(gray: np.ndarray) -> Located | None:
     bands = straight_bands(out.signal > out.threshold)
     border = border_geometry(*small.shape)[0]
     if bands.any() and bands[border].mean() <= 0.5:  # half the border left to fit the surface to
-        out = stand_out(small, bands)
+        out = stand_out(small, bands | black)
         if out is None:
             return None
     # 4. the object's box: its mask starts above the backdrop's texture

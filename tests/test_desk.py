@@ -131,6 +131,25 @@ def test_a_desk_with_only_a_keyboard_in_view_shows_nothing(slant):
     assert prepare(frame, Predictor(num_threads=1).contract).box is None
 
 
+@pytest.mark.parametrize("colour", [(40, 30, 60), (170, 170, 170)])
+def test_black_fill_in_a_warped_frame_is_not_the_backdrop(colour):
+    """A picture warped by software leaves black corners (OpenCV's default border): the garment
+    is found and framed all the same."""
+    from runtime import Predictor
+
+    frame = desk_frame((240, 60, 140, 220), keyboard=False, colour=colour)
+    corners = np.float32([[0, 0], [640, 0], [640, 480], [0, 480]])
+    moved = corners + np.float32([[40, 25], [-30, 10], [-45, -30], [20, -15]])
+    matrix = cv2.getPerspectiveTransform(corners, moved)
+    warped = cv2.warpPerspective(frame, matrix, (640, 480))  # black where the picture does not reach
+    garment = cv2.perspectiveTransform(np.float32([[[240, 60], [380, 60], [380, 280], [240, 280]]]), matrix)[0]
+    x0, y0 = garment.min(0)
+    x1, y1 = garment.max(0)
+    prediction = Predictor(num_threads=1).predict(warped)
+    assert prediction.object_found
+    assert np.allclose(prediction.box, (x0, y0, x1 - x0, y1 - y0), atol=12), (prediction.box, (x0, y0, x1, y1))
+
+
 def test_straight_bands_are_bands_and_a_garment_at_the_edge_is_not():
     from runtime.preprocess import straight_bands
 
