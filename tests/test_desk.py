@@ -150,6 +150,19 @@ def test_black_fill_in_a_warped_frame_is_not_the_backdrop(colour):
     assert np.allclose(prediction.box, (x0, y0, x1 - x0, y1 - y0), atol=12), (prediction.box, (x0, y0, x1, y1))
 
 
+@pytest.mark.parametrize("bars", ["letterbox", "pillarbox", "both"])
+def test_a_letterboxed_frame_frames_the_garment(bars):
+    from runtime import Predictor
+
+    frame = desk_frame((260, 150, 120, 180), keyboard=False, colour=(150, 150, 150))
+    if bars in ("letterbox", "both"):
+        frame[:60], frame[-60:] = 0, 0
+    if bars in ("pillarbox", "both"):
+        frame[:, :70], frame[:, -70:] = 0, 0
+    prediction = Predictor(num_threads=1).predict(frame)
+    assert prediction.object_found and np.allclose(prediction.box, (260, 150, 120, 180), atol=10), prediction.box
+
+
 def test_straight_bands_are_bands_and_a_garment_at_the_edge_is_not():
     from runtime.preprocess import straight_bands
 
