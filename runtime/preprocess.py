@@ -8,8 +8,8 @@ contract's preprocessing kind:
 - ``object``: find the object against the backdrop (``locate``: grayscale; a backdrop
   surface fitted to the border, a plane plus the lens's vignetting, robust to a table edge
   or a keyboard along one side; polarity; a threshold; bands along a side, square-on or at
-  an angle, left out and the surface fitted again without them; the largest blob), then
-  frame it as the training data were. One channel: the object's signal,
+  an angle, and black fill at the edges (a warped picture's corners) left out and the surface
+  fitted again without them; the largest blob), then frame it as the training data were. One channel: the object's signal,
   bright on black (a dark garment on a light backdrop becomes bright, as Fashion-MNIST
   negated its photos), the backdrop's texture below a floor dropped, stood upright when it
   is mirror-symmetric at a tilt (``upright``), longest side filling the input, centred,
