@@ -9,11 +9,11 @@ contract's preprocessing kind:
   surface fitted to the border, a plane plus the lens's vignetting, robust to a table edge
   or a keyboard along one side; polarity; a threshold; bands along a side, square-on or at
   an angle, and black fill at the edges (a warped picture's corners) left out and the surface
-  fitted again without them; the largest blob), then frame it as the training data were. One channel: the object's signal,
-  bright on black (a dark garment on a light backdrop becomes bright, as Fashion-MNIST
-  negated its photos), the backdrop's texture below a floor dropped, stood upright when it
-  is mirror-symmetric at a tilt (``upright``), longest side filling the input, centred,
-  contrast stretched. Three channels: the object's box widened to the input's aspect ratio,
+  fitted again without them; the largest blob), then frame it as the training data were.
+  One channel: the object's signal, bright on black (a dark garment on a light backdrop
+  becomes bright, as Fashion-MNIST negated its photos), the backdrop's texture below a floor
+  dropped, stood upright when it is mirror-symmetric at a tilt (``upright``), longest side
+  filling the input, centred, contrast stretched. Three channels: the object's box widened to the input's aspect ratio,
   in RGB. ``found`` is False when nothing stands out, and also when the segmentation is not
   sound (the object runs off the frame, or clutter at the edge outweighs it): then the
   image is a best guess, and a user interface should say so.
