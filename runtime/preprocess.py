@@ -13,8 +13,8 @@ contract's preprocessing kind:
   One channel: the object's signal, bright on black (a dark garment on a light backdrop
   becomes bright, as Fashion-MNIST negated its photos), the backdrop's texture below a floor
   dropped, stood upright when it is mirror-symmetric at a tilt (``upright``), longest side
-  filling the input, centred, contrast stretched. Three channels: the object's box widened to the input's aspect ratio,
-  in RGB. ``found`` is False when nothing stands out, and also when the segmentation is not
+  filling the input, centred, contrast stretched. Three channels: the object's box widened
+  to the input's aspect ratio, in RGB. ``found`` is False when nothing stands out, and also when the segmentation is not
   sound (the object runs off the frame, or clutter at the edge outweighs it): then the
   image is a best guess, and a user interface should say so.
 
@@ -197,6 +197,14 @@ def radius2(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return ((x - 0.5) ** 2 + (y - 0.5) ** 2) / 0.5
 
 
+def surface_design(where: np.ndarray) -> np.ndarray:
+    """The surface's design matrix (1, x, y, radius2) at the pixels of the mask ``where``, with
+    x and y normalised to [0, 1) (see fit_background)."""
+    h, w = where.shape
+    yy, xx = np.nonzero(where)
+    return np.stack([np.ones(len(xx)), xx / w, yy / h, radius2(xx / w, yy / h)], 1).astype(np.float32)
+
+
 @functools.lru_cache(maxsize=8)
 def border_geometry(h: int, w: int):
     """For an h x w image: border mask, surface design matrix (1, x, y, radius2), segment
@@ -213,8 +221,7 @@ def border_geometry(h: int, w: int):
     sides[4, :top, :band], sides[5, top:, :band] = True, True
     sides[6, :top, -band:], sides[7, top:, -band:] = True, True
     border = sides.any(0)
-    yy, xx = np.nonzero(border)
-    design = np.stack([np.ones(len(xx)), xx / w, yy / h, radius2(xx / w, yy / h)], 1).astype(np.float32)
+    design = surface_design(border)
     side_of = sides[:, border].astype(np.float32)  # (8, n): which segment each border pixel is on
     gram = (side_of[:, None, :] * design.T[None]) @ design  # (8, 4, 4)
     inverse = np.linalg.inv(np.einsum("ks,sij->kij", SUBSETS, gram) + 1e-6 * np.eye(design.shape[1]))
@@ -246,10 +253,7 @@ def fit_background(small: np.ndarray, tolerance: float = 0.05, exclude: np.ndarr
         moment = side_of @ (design * values[:, None])  # (8, 4)
         candidates = (inverse @ (SUBSETS @ moment)[..., None])[..., 0]  # (5, 4)
     else:
-        h, w = small.shape
-        yy, xx = np.nonzero(inside)
-        design = np.stack([np.ones(len(xx)), xx / w, yy / h, radius2(xx / w, yy / h)], 1).astype(np.float32)
-        values = small[inside]
+        design, values = surface_design(inside), small[inside]
         candidates = least_squares(design, values)[None]
     # and a plain backdrop at the median level: the fit when the object covers much of the
     # border (an image filled by the garment, as a product photo or the dataset's own)
@@ -537,10 +541,11 @@ class Standout:
 
 
 def stand_out(small: np.ndarray, bands: np.ndarray) -> Standout | None:
-    """What stands out from the backdrop surface fitted to ``small``'s border, the pixels of
-    ``bands`` left out: the polarity (the object is the strongest departure, darker or
-    lighter), a threshold relative to the strongest response, and the texture of what is left
-    below half of it. None when nothing stands out."""
+    """What stands out from the backdrop surface fitted to ``small`` (to its border, or with
+    ``bands`` to the ring inside them), the pixels of ``bands`` left out: the polarity (the
+    object is the strongest departure, darker or lighter), a threshold relative to the
+    strongest response, and the texture of what is left below half of it. None when nothing
+    stands out."""
     coef = fit_background(small, exclude=bands if bands.any() else None)
     backdrop = plane(coef, small.shape)
     diff = small - backdrop
