@@ -75,9 +75,11 @@ ANGLED = Scene(texture=0.08, vignette=0.3, shadow=0.3, edge_prob=0.5, perspectiv
 # ...its picture warped by software that fills the corners with black (a rectified or rotated photo)
 WARPED = Scene(texture=0.08, vignette=0.3, shadow=0.3, edge_prob=0.5, perspective=0.08, jpeg_quality=70,
                black_fill=True)
+# ...with a sleeve or an arm reaching in from a side in every frame, beside the garment or onto it
+SLEEVE = Scene(texture=0.08, vignette=0.3, shadow=0.3, sleeve_prob=1.0, perspective=0.08, jpeg_quality=70)
 SCENES = {"standard": STANDARD, "hard": HARD, "desk": DESK, "wood": WOOD, "fabric": FABRIC,
           "keyboard": KEYBOARD, "lamps": LAMPS, "phone": PHONE, "cluttered": CLUTTERED, "angled": ANGLED,
-          "warped": WARPED}
+          "warped": WARPED, "sleeve": SLEEVE}
 
 
 def render(garment: np.ndarray, rng: np.random.Generator, scene: Scene = STANDARD,

@@ -8,8 +8,9 @@ contract's preprocessing kind:
 - ``object``: find the object against the backdrop (``locate``: grayscale; a backdrop
   surface fitted to the border, a plane plus the lens's vignetting, robust to a table edge
   or a keyboard along one side; polarity; a threshold; bands along a side, square-on or at
-  an angle, and black fill at the edges (a warped picture's corners) left out and the surface
-  fitted again without them; the largest blob), then frame it as the training data were.
+  an angle, arms reaching in from a side to the garment, and black fill at the edges (a
+  warped picture's corners) left out and the surface fitted again without them; the largest
+  blob), then frame it as the training data were.
   One channel: the object's signal, bright on black (a dark garment on a light backdrop
   becomes bright, as Fashion-MNIST negated its photos), the backdrop's texture below a floor
   dropped, stood upright when it is mirror-symmetric at a tilt (``upright``), longest side
@@ -49,6 +50,11 @@ MAX_BAND = 0.35  # ...reaching at most this share of the frame in (a keyboard's 
 BAND_GAP = 2  # ...beginning within this many pixels of the side (of locate's small copy)
 BAND_FIT = 1.5  # ...and ending within this many pixels of a straight line along the side
 MERGE_ROUNDS = 4  # pieces merged into the garment's box: enough for a sandal's straps
+# A sleeve or an arm reaching in from a side (a hand holding the garment up) joins the garment's
+# mask where it touches it, and the box takes both. Seen from its side, such a part is about as
+# wide as where it meets the side, until the garment begins and the mask widens.
+REACH = 0.5  # an arm reaches at most half the frame in before the garment (the simulator's: 15-35%)
+NECK = 1.5  # ...and the garment begins where the part grows wider than this multiple of its width at the side
 # A picture warped or rotated onto the frame leaves black fill in its corners and along its sides
 # (OpenCV's default border): no backdrop, and as dark as no garment.
 FILL_LEVEL = 0.04  # darker than this (0-1) and touching the frame's edge: fill
@@ -391,18 +397,49 @@ def straight_bands(mask: np.ndarray) -> np.ndarray:
     return bands
 
 
+def arms(mask: np.ndarray) -> np.ndarray:
+    """The pixels of ``mask``'s arms: parts reaching in from a side to the garment (a sleeve, a
+    hand holding it up), up to where the garment begins.
+
+    Seen from a side it touches (along less than BAND_COVER of it: a band is another thing), a
+    connected part of the mask whose width, line by line inwards, grows past NECK times its
+    width at the side within REACH of the frame: the lines before that are the arm. A part that
+    touches the side along more than half its greatest width (the garment itself, cut by the
+    frame) is not one, nor a part that never widens (``object_box`` leaves it aside).
+    """
+    found = np.zeros(mask.shape, bool)
+    touching = [view[:BAND_GAP + 1].any(0) for view in side_views(mask)]
+    if cv2 is None or not any(t.any() and t.mean() < BAND_COVER for t in touching):  # most frames (cheap to tell)
+        return found
+    labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)[1]
+    for touch, parts, arm in zip(touching, side_views(labels), side_views(found)):
+        if not touch.any() or touch.mean() >= BAND_COVER:
+            continue
+        for label in np.unique(parts[:BAND_GAP + 1]):
+            if label == 0:  # what is not in the mask
+                continue
+            part = parts == label
+            width = part.sum(1)  # line by line, from the side inwards
+            at_side = max(1.0, float(np.median(width[:BAND_GAP + 1])))
+            wider = np.flatnonzero(width > NECK * at_side)
+            if wider.size and at_side <= 0.5 * width.max() and wider[0] <= REACH * len(width):
+                arm[:wider[0]] |= part[:wider[0]]
+    return found
+
+
 def object_box(signal: np.ndarray, threshold: float) -> tuple[tuple[int, int, int, int] | None, bool]:
     """Bounding box (x, y, w, h) of the garment among the pixels above ``threshold``, and
     whether it is sound: whole (clear of the frame's edges, or spanning it edge to edge) and
     standing clear of clutter.
 
-    Bands along the sides go first (``straight_bands``). With OpenCV: the largest connected blob
-    that does not touch the frame's edge (a table edge or a sleeve coming into view does),
-    plus the blobs that overlap its box (a sandal's straps); without OpenCV: the box of all
-    pixels above the threshold.
+    Bands along the sides and arms reaching in go first (``straight_bands``, ``arms``). With
+    OpenCV: the largest connected blob that does not touch the frame's edge (a table edge or a
+    sleeve coming into view does), plus the blobs that overlap its box (a sandal's straps);
+    without OpenCV: the box of all pixels above the threshold.
     """
     mask = signal > threshold
-    mask = (mask & ~straight_bands(mask)).astype(np.uint8)
+    mask = mask & ~straight_bands(mask)
+    mask = (mask & ~arms(mask)).astype(np.uint8)
     if mask.sum() < max(4, signal.size // 400):
         return None, False
     h, w = mask.shape
@@ -573,10 +610,12 @@ def locate(gray: np.ndarray) -> Located | None:
     out = stand_out(small, black)
     if out is None:
         return None
-    # 3. bands along the sides (a table edge, a keyboard) are not the object: the surface is
-    #    fitted again without them, and the polarity and threshold measured without them (a dark
-    #    band would set them, and a faint garment fall below)
-    bands = straight_bands(out.signal > out.threshold)
+    # 3. bands along the sides (a table edge, a keyboard) and arms reaching in (a sleeve) are not
+    #    the object: the surface is fitted again without them, and the polarity and threshold
+    #    measured without them (a dark band would set them, and a faint garment fall below)
+    mask = out.signal > out.threshold
+    bands = straight_bands(mask)
+    bands |= arms(mask & ~bands)
     border = border_geometry(*small.shape)[0]
     if bands.any() and bands[border].mean() <= 0.5:  # half the border left to fit the surface to
         out = stand_out(small, bands | black)

@@ -176,6 +176,39 @@ def test_straight_bands_are_bands_and_a_garment_at_the_edge_is_not():
     assert np.array_equal(straight_bands(both), straight_bands(table))
 
 
+@pytest.mark.parametrize("side", ["left", "top"])
+@pytest.mark.parametrize("slant", [0.0, 0.3])
+@pytest.mark.parametrize("colour", [(40, 30, 60), (150, 150, 150)])
+def test_an_arm_reaching_in_to_the_garment_is_not_in_its_box(side, slant, colour):
+    """A sleeve or a hand holding the garment up reaches in from a side and joins its mask: the
+    box is the garment's, and the frame sound."""
+    from runtime import Predictor
+
+    box = (250, 120, 140, 220)
+    frame = desk_frame(box, keyboard=False, colour=colour)
+    # an arm 60 px thick from the left side to the garment's middle, rising by slant as it goes in
+    arm = np.float32([[0, 200 + 250 * slant], [0, 260 + 250 * slant], [300, 260 - 50 * slant], [300, 200 - 50 * slant]])
+    cv2.fillPoly(frame, [arm.astype(np.int32)], (70, 60, 50))
+    if side == "top":  # the same frame turned: the arm comes down from the top
+        frame, box = np.ascontiguousarray(np.rot90(frame, -1)), (480 - 120 - 220, 250, 220, 140)
+    prediction = Predictor(num_threads=1).predict(frame)
+    assert prediction.object_found
+    assert np.allclose(prediction.box, box, atol=12), (prediction.box, box)
+
+
+def test_arms_are_what_reaches_in_to_the_garment():
+    from runtime.preprocess import arms
+
+    yy, xx = np.mgrid[0:72, 0:96]
+    garment = (np.abs(xx - 55) < 15) & (np.abs(yy - 36) < 22)
+    arm = (xx < 45) & (np.abs(yy - 36) < 5)
+    found = arms(garment | arm)
+    assert found[arm & (xx < 40)].all() and not found[garment].any()  # the arm, up to where the garment begins
+    assert not arms(garment).any() and not arms(arm).any()  # a garment alone; an arm that meets nothing
+    shoulders = (np.abs(xx - 48) < 18) & (yy < 30)  # a garment cut by the top of the frame
+    assert not arms(shoulders).any()
+
+
 def test_a_garment_running_off_the_frame_is_a_best_guess_not_found():
     from runtime import Predictor
     from runtime.preprocess import prepare

@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 CACHE = "camera_crops.npz"
 # the scenes camera_eval measured when the recipe was made, drawn with equal chance: plain
 # backdrops as often as each kind of desk, so the plain frames' crops are learned as well as the
-# cluttered ones (the later "angled" and "warped" desks are left out: the recipe's crops stay as measured)
+# cluttered ones (the later "angled", "warped" and "sleeve" desks are left out: the recipe's crops
+# stay as measured)
 SCENES = tuple(camera_sim.SCENES[name] for name in ("standard", "hard", "desk", "wood", "fabric", "keyboard",
                                                      "lamps", "phone", "cluttered"))
 # Frames at half the webcam's 640x480: a quarter of the pixels to render, and the garment still

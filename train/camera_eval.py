@@ -12,7 +12,8 @@ a dark edge in half the frames, JPEG q70) render the same frames as they always 
 fabric, keyboard, lamps (two shadows), phone (colour cast, gamma, motion blur, JPEG 50-90) add
 one kind of clutter each to a moderate desk; cluttered draws all of them per frame, with
 perspective; angled is the desk seen by a camera not square-on (perspective: its edge a
-slanted band), warped the same with black corners (a picture warped by software). See
+slanted band), warped the same with black corners (a picture warped by software), sleeve the
+same with a sleeve or arm reaching in from a side in every frame (no table edge). See
 runtime.camera_sim.SCENES.
 """
 
