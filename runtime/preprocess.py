@@ -405,7 +405,9 @@ def arms(mask: np.ndarray) -> np.ndarray:
     connected part of the mask whose width, line by line inwards, grows past NECK times its
     width at the side within REACH of the frame: the lines before that are the arm. A part that
     touches the side along more than half its greatest width (the garment itself, cut by the
-    frame) is not one, nor a part that never widens (``object_box`` leaves it aside).
+    frame) is not one, nor a part that reaches the opposite side (it spans the frame, as a
+    garment that fills the image does: its own sleeve, not an arm), nor a part that never
+    widens (``object_box`` leaves it aside).
     """
     found = np.zeros(mask.shape, bool)
     touching = [view[:BAND_GAP + 1].any(0) for view in side_views(mask)]
@@ -422,8 +424,12 @@ def arms(mask: np.ndarray) -> np.ndarray:
             width = part.sum(1)  # line by line, from the side inwards
             at_side = max(1.0, float(np.median(width[:BAND_GAP + 1])))
             wider = np.flatnonzero(width > NECK * at_side)
-            if wider.size and at_side <= 0.5 * width.max() and wider[0] <= REACH * len(width):
-                arm[:wider[0]] |= part[:wider[0]]
+            if wider.size == 0 or at_side > 0.5 * width.max() or wider[0] > REACH * len(width):
+                continue
+            garment = part[wider[0]:]
+            if garment[-1].any():  # it spans the frame, as in an image the garment fills: its own sleeve
+                continue
+            arm[:wider[0]] |= part[:wider[0]]
     return found
 
 
