@@ -580,7 +580,13 @@ class Standout:
     signal: np.ndarray  # the departure towards the object, bright on black; 0 on the bands
     light_backdrop: bool  # a dark object on a light backdrop
     threshold: float  # the object's pixels are above it
-    texture: float  # the backdrop's robust spread around the surface (0-1)
+    residual: np.ndarray  # the departure from the surface, off the bands
+
+    @functools.cached_property
+    def texture(self) -> float:
+        """The backdrop's robust spread around the surface (0-1), of what is left below half the
+        threshold (only the last pass's is needed)."""
+        return spread(self.residual[np.abs(self.residual) <= self.threshold / 2])
 
 
 def stand_out(small: np.ndarray, bands: np.ndarray) -> Standout | None:
@@ -600,7 +606,7 @@ def stand_out(small: np.ndarray, bands: np.ndarray) -> Standout | None:
     light_backdrop = -low > high
     signal = np.where(bands, np.float32(0), departure(small, backdrop, light_backdrop))
     threshold = max(otsu(signal[~bands]), contrast * 0.25, MIN_CONTRAST / 2)
-    return Standout(coef, signal, light_backdrop, threshold, spread(rest[np.abs(rest) <= threshold / 2]))
+    return Standout(coef, signal, light_backdrop, threshold, rest)
 
 
 def locate(gray: np.ndarray) -> Located | None:
