@@ -580,7 +580,7 @@ class Standout:
     signal: np.ndarray  # the departure towards the object, bright on black; 0 on the bands
     light_backdrop: bool  # a dark object on a light backdrop
     threshold: float  # the object's pixels are above it
-    residual: np.ndarray  # the departure from the surface, off the bands
+    residual: np.ndarray  # the departure from the surface of the pixels off the bands (flat)
 
     @functools.cached_property
     def texture(self) -> float:

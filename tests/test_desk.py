@@ -186,7 +186,7 @@ def test_an_arm_reaching_in_to_the_garment_is_not_in_its_box(side, slant, colour
 
     box = (250, 120, 140, 220)
     frame = desk_frame(box, keyboard=False, colour=colour)
-    # an arm 60 px thick from the left side to the garment's middle, rising by slant as it goes in
+    # an arm 60 px thick from the left side to the garment's middle, rising slant px per px as it goes in
     arm = np.float32([[0, 200 + 250 * slant], [0, 260 + 250 * slant], [300, 260 - 50 * slant], [300, 200 - 50 * slant]])
     cv2.fillPoly(frame, [arm.astype(np.int32)], (70, 60, 50))
     if side == "top":  # the same frame turned: the arm comes down from the top
