@@ -16,7 +16,7 @@ names the sets ``python -m train.camera_eval`` measures.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -73,10 +73,9 @@ CLUTTERED = Scene(texture=0.08, surfaces=("blotches", "wood", "fabric"),
 # the desk seen by a camera that is not square-on: its edge a slanted band, the garment skewed
 ANGLED = Scene(texture=0.08, vignette=0.3, shadow=0.3, edge_prob=0.5, perspective=0.08, jpeg_quality=70)
 # ...its picture warped by software that fills the corners with black (a rectified or rotated photo)
-WARPED = Scene(texture=0.08, vignette=0.3, shadow=0.3, edge_prob=0.5, perspective=0.08, jpeg_quality=70,
-               black_fill=True)
-# ...with a sleeve or an arm reaching in from a side in every frame, beside the garment or onto it
-SLEEVE = Scene(texture=0.08, vignette=0.3, shadow=0.3, sleeve_prob=1.0, perspective=0.08, jpeg_quality=70)
+WARPED = replace(ANGLED, black_fill=True)
+# ...without its edge, a sleeve or an arm reaching in from a side in every frame, beside the garment or onto it
+SLEEVE = replace(ANGLED, edge_prob=0.0, sleeve_prob=1.0)
 SCENES = {"standard": STANDARD, "hard": HARD, "desk": DESK, "wood": WOOD, "fabric": FABRIC,
           "keyboard": KEYBOARD, "lamps": LAMPS, "phone": PHONE, "cluttered": CLUTTERED, "angled": ANGLED,
           "warped": WARPED, "sleeve": SLEEVE}

@@ -15,9 +15,9 @@ contract's preprocessing kind:
   becomes bright, as Fashion-MNIST negated its photos), the backdrop's texture below a floor
   dropped, stood upright when it is mirror-symmetric at a tilt (``upright``), longest side
   filling the input, centred, contrast stretched. Three channels: the object's box widened
-  to the input's aspect ratio, in RGB. ``found`` is False when nothing stands out, and also when the segmentation is not
-  sound (the object runs off the frame, or clutter at the edge outweighs it): then the
-  image is a best guess, and a user interface should say so.
+  to the input's aspect ratio, in RGB. ``found`` is False when nothing stands out, and also
+  when the segmentation is not sound (the object runs off the frame, or clutter at the edge
+  outweighs it): then the image is a best guess, and a user interface should say so.
 
 Colour input images are in OpenCV's order (BGR, BGRA); colour model inputs are RGB.
 """
@@ -287,6 +287,14 @@ def ring(exclude: np.ndarray, width: int = 3) -> np.ndarray | None:
     return inside if inside.sum() >= 20 else None
 
 
+def edges_touched(stats: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, ...]:
+    """Whether each component of cv2's ``stats`` (x, y, w, h, area rows) touches the left, top,
+    right and bottom edge of an image of ``shape``."""
+    h, w = shape
+    x, y, bw, bh = stats[:, 0], stats[:, 1], stats[:, 2], stats[:, 3]
+    return x == 0, y == 0, x + bw >= w, y + bh >= h
+
+
 def fill(small: np.ndarray) -> np.ndarray:
     """Black fill along the frame's edges (a warped or rotated picture's corners, letterbox
     bars): pixels below FILL_LEVEL connected to the edge, and their rim (one pixel). None of it
@@ -295,9 +303,8 @@ def fill(small: np.ndarray) -> np.ndarray:
     none = np.zeros((h, w), bool)
     if cv2 is None:
         return none
-    count, labels, stats, _ = cv2.connectedComponentsWithStats((small < FILL_LEVEL).astype(np.uint8), connectivity=8)
-    x, y, bw, bh = stats[:, 0], stats[:, 1], stats[:, 2], stats[:, 3]
-    edge = (x == 0) | (y == 0) | (x + bw >= w) | (y + bh >= h)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats((small < FILL_LEVEL).astype(np.uint8), connectivity=8)
+    edge = np.logical_or.reduce(edges_touched(stats, (h, w)))
     edge[0] = False  # label 0: what is not dark
     black = edge[labels]
     if not black.any():
@@ -411,11 +418,12 @@ def arms(mask: np.ndarray) -> np.ndarray:
     """
     found = np.zeros(mask.shape, bool)
     touching = [view[:BAND_GAP + 1].any(0) for view in side_views(mask)]
-    if cv2 is None or not any(t.any() and t.mean() < BAND_COVER for t in touching):  # most frames (cheap to tell)
+    looked = [t.any() and t.mean() < BAND_COVER for t in touching]
+    if cv2 is None or not any(looked):  # most frames: nothing touches a side (cheap to tell)
         return found
     labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)[1]
-    for touch, parts, arm in zip(touching, side_views(labels), side_views(found)):
-        if not touch.any() or touch.mean() >= BAND_COVER:
+    for look, parts, arm in zip(looked, side_views(labels), side_views(found)):
+        if not look:
             continue
         for label in np.unique(parts[:BAND_GAP + 1]):
             if label == 0:  # what is not in the mask
@@ -426,8 +434,7 @@ def arms(mask: np.ndarray) -> np.ndarray:
             wider = np.flatnonzero(width > NECK * at_side)
             if wider.size == 0 or at_side > 0.5 * width.max() or wider[0] > REACH * len(width):
                 continue
-            garment = part[wider[0]:]
-            if garment[-1].any():  # it spans the frame, as in an image the garment fills: its own sleeve
+            if part[-1].any():  # it spans the frame, as in an image the garment fills: its own sleeve
                 continue
             arm[:wider[0]] |= part[:wider[0]]
     return found
@@ -455,8 +462,7 @@ def object_box(signal: np.ndarray, threshold: float) -> tuple[tuple[int, int, in
         return box, box[0] > 0 and box[1] > 0 and box[0] + box[2] < w and box[1] + box[3] < h
     count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     blobs = stats[1:count]  # x, y, w, h, area; label 0 is the background
-    left, top = blobs[:, 0] == 0, blobs[:, 1] == 0
-    right, bottom = blobs[:, 0] + blobs[:, 2] >= w, blobs[:, 1] + blobs[:, 3] >= h
+    left, top, right, bottom = edges_touched(blobs, (h, w))
     # whole: clear of every edge, or spanning the frame from one edge to the opposite one (a
     # garment framed as tightly as the dataset's); a blob at one side or a corner is cut off
     inner = ~(left | top | right | bottom) | (left & right) | (top & bottom)
