@@ -79,6 +79,7 @@ MAX_TILT = 18.0  # degrees searched either way: the simulator's 15 and a little 
 SYMMETRY = 0.9  # mirror correlation at the best turn above which an object counts as symmetric
 MIN_TILT = 2.0  # degrees: a smaller tilt is left as it is (the model takes it; a turn blurs a little)
 TILT_SIZE = 32  # pixels: the tilt is judged on a copy about this long (a 28x28 input's crop is 56)
+ELONGATION = 0.3  # (0: round, 1: a line) below it the principal axes are a few degrees off (searched instead)
 KEEP = 0.1  # after the turn, the object's extent: where its signal is above this share of the peak
 SUPPORTED_DTYPES = (np.uint8, np.uint16, np.float16, np.float32, np.float64)
 CV_DTYPES = (np.uint8, np.uint16, np.float32)  # what cv2.cvtColor and cv2.resize take
@@ -516,12 +517,21 @@ def extent(signal: np.ndarray) -> np.ndarray:
     return signal[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
 
 
+def elongation(moments: dict) -> float:
+    """How much one principal axis dominates (0: no axis is, a disc or a square; 1: a line)."""
+    mu20, mu02, mu11 = moments["mu20"], moments["mu02"], moments["mu11"]
+    return float(np.hypot(2 * mu11, mu20 - mu02) / max(mu20 + mu02, 1e-12))
+
+
 def upright(signal: np.ndarray) -> np.ndarray:
     """The object's signal turned upright when it is mirror-symmetric at some tilt (else as it
     is), cropped to its extent.
 
-    1. turns within MAX_TILT about the centre of mass, scored on a copy about TILT_SIZE
-       pixels long: every 3 degrees, then 1.5 either side of the best (about 0.3 ms);
+    1. turns about the centre of mass, scored on a copy about TILT_SIZE pixels long: a
+       mirror-symmetric object's axis is one of its principal axes (its second moments), so
+       the turns tried are those within 3 degrees of the one that stands the axes upright, in
+       1.5-degree steps (5 turns); a roundish object (below ELONGATION) has no clear axis:
+       every 3 degrees within MAX_TILT, then 1.5 either side of the best (15 turns);
     2. no turn below SYMMETRY at the best turn (a shoe), nor for less than MIN_TILT;
     3. the turn at full size, cropped to its ``extent``.
     """
@@ -539,8 +549,14 @@ def upright(signal: np.ndarray) -> np.ndarray:
     def score(angle: float) -> float:
         return symmetry(turned(small, angle, centre, side))
 
-    best = max(np.arange(-MAX_TILT, MAX_TILT + 1, 3.0).tolist(), key=score)
-    best = max((best - 1.5, best, best + 1.5), key=score)
+    if elongation(moments) >= ELONGATION:
+        # the turn that brings the principal axes upright (x right, y down), to the nearest 1.5 degrees
+        axis = 0.5 * np.degrees(np.arctan2(2 * moments["mu11"], moments["mu20"] - moments["mu02"]))
+        nearest = float(np.clip(round(((axis + 45) % 90 - 45) / 1.5) * 1.5, -MAX_TILT, MAX_TILT))
+        best = max([a for a in (nearest + np.arange(-3.0, 3.1, 1.5)).tolist() if abs(a) <= MAX_TILT], key=score)
+    else:
+        best = max(np.arange(-MAX_TILT, MAX_TILT + 1, 3.0).tolist(), key=score)
+        best = max((best - 1.5, best, best + 1.5), key=score)
     if abs(best) < MIN_TILT or score(best) < SYMMETRY:
         return signal
     # the centre in full-size pixels (a small pixel's centre is its block's)

@@ -319,17 +319,18 @@ def tilted(image: np.ndarray, angle: float) -> np.ndarray:
     return np.clip(cv2.warpAffine(signal, cv2.getRotationMatrix2D((40, 40), angle, 1.0), (80, 80)), 0, 1)
 
 
+@pytest.mark.parametrize("label", [3, 4])  # dresses: a clear long axis; coats: most roundish (ELONGATION)
 @pytest.mark.parametrize("angle", [-12, 9])
-def test_a_tilted_symmetric_garment_is_stood_upright(angle, fashion):
+def test_a_tilted_symmetric_garment_is_stood_upright(label, angle, fashion):
     from runtime.preprocess import extent, frame_like_dataset, upright
 
     def framed(signal):  # cropped to its extent and framed, as object_signal does
         return frame_like_dataset(extent(signal), 28, 28)
 
-    dresses = fashion.test_images[fashion.test_labels == 3][:20]
-    straight = [framed(tilted(image, 0)) for image in dresses]
-    before = np.mean([np.abs(framed(tilted(image, angle)) - s).mean() for image, s in zip(dresses, straight)])
-    after = np.mean([np.abs(framed(upright(tilted(image, angle))) - s).mean() for image, s in zip(dresses, straight)])
+    garments = fashion.test_images[fashion.test_labels == label][:20]
+    straight = [framed(tilted(image, 0)) for image in garments]
+    before = np.mean([np.abs(framed(tilted(image, angle)) - s).mean() for image, s in zip(garments, straight)])
+    after = np.mean([np.abs(framed(upright(tilted(image, angle))) - s).mean() for image, s in zip(garments, straight)])
     assert after < 0.5 * before, (before, after)
 
 
