@@ -233,7 +233,7 @@ def test_without_opencv_the_same_garment_is_found(monkeypatch):
     assert without.found and np.allclose(without.box, with_cv.box, atol=10)
 
 
-@pytest.mark.parametrize("name, floor", [("desk", 0.75), ("keyboard", 0.7), ("cluttered", 0.65)])
+@pytest.mark.parametrize("name, floor", [("desk", 0.75), ("keyboard", 0.7), ("cluttered", 0.65), ("everyday", 0.7)])
 def test_desk_frames_of_training_images_are_mostly_right(name, floor, fashion):
     """A guard against regressions (the full measurement: python -m train.camera_eval)."""
     from runtime import Predictor

@@ -13,8 +13,9 @@ fabric, keyboard, lamps (two shadows), phone (colour cast, gamma, motion blur, J
 one kind of clutter each to a moderate desk; cluttered draws all of them per frame, with
 perspective; angled is the desk seen by a camera not square-on (perspective: its edge a
 slanted band), warped the same with black corners (a picture warped by software), sleeve the
-same with a sleeve or arm reaching in from a side in every frame (no table edge). See
-runtime.camera_sim.SCENES.
+same with a sleeve or arm reaching in from a side in every frame (no table edge), everyday
+the angled desk with an edge in half the frames and a sleeve in one in five, gamma and JPEG
+55-85 drawn per frame. See runtime.camera_sim.SCENES.
 """
 
 from __future__ import annotations
