@@ -517,10 +517,13 @@ def extent(signal: np.ndarray) -> np.ndarray:
     return signal[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
 
 
-def elongation(moments: dict) -> float:
-    """How much one principal axis dominates (0: no axis is, a disc or a square; 1: a line)."""
+def principal_axes(moments: dict) -> tuple[float, float]:
+    """The principal axes of cv2 ``moments``: how much one dominates (0: neither, a disc or a
+    square; 1: a line), and the turn in degrees (within 45 either way) that stands them upright."""
     mu20, mu02, mu11 = moments["mu20"], moments["mu02"], moments["mu11"]
-    return float(np.hypot(2 * mu11, mu20 - mu02) / max(mu20 + mu02, 1e-12))
+    elongation = np.hypot(2 * mu11, mu20 - mu02) / max(mu20 + mu02, 1e-12)
+    axis = 0.5 * np.degrees(np.arctan2(2 * mu11, mu20 - mu02))  # from x (right) towards y (down)
+    return float(elongation), float((axis + 45) % 90 - 45)
 
 
 def upright(signal: np.ndarray) -> np.ndarray:
@@ -549,10 +552,9 @@ def upright(signal: np.ndarray) -> np.ndarray:
     def score(angle: float) -> float:
         return symmetry(turned(small, angle, centre, side))
 
-    if elongation(moments) >= ELONGATION:
-        # the turn that brings the principal axes upright (x right, y down), to the nearest 1.5 degrees
-        axis = 0.5 * np.degrees(np.arctan2(2 * moments["mu11"], moments["mu20"] - moments["mu02"]))
-        nearest = float(np.clip(round(((axis + 45) % 90 - 45) / 1.5) * 1.5, -MAX_TILT, MAX_TILT))
+    elongation, tilt = principal_axes(moments)
+    if elongation >= ELONGATION:
+        nearest = float(np.clip(round(tilt / 1.5) * 1.5, -MAX_TILT, MAX_TILT))
         best = max([a for a in (nearest + np.arange(-3.0, 3.1, 1.5)).tolist() if abs(a) <= MAX_TILT], key=score)
     else:
         best = max(np.arange(-MAX_TILT, MAX_TILT + 1, 3.0).tolist(), key=score)
