@@ -311,6 +311,30 @@ def test_enlarged_images_are_measured_against_an_older_preprocessing(tmp_path, c
     assert "| 56 | dark on light |" in capsys.readouterr().out
 
 
+def test_then_and_now_runs_the_old_pipeline_on_the_same_frames(tmp_path, capsys):
+    """experiments.then_and_now: the pipeline at a git ref (here HEAD: today's, so every frame gets
+    the same answer) from its own runtime package in a subprocess, on the frames today's sees."""
+    import json
+
+    from experiments.then_and_now import EDGES, TEXTURES, as_hard, family, grid_name, main
+
+    # along a texture's row, today's accuracy where the old one crosses 78.5%: 85% of the way from
+    # "quarter" (70% then) to "none" (80% then); the other rows never reach it
+    rows = {grid_name(t, e): {"then": then, "now": 0.9} for t in TEXTURES for e, then in zip(EDGES, (0.6, 0.7, 0.75))}
+    rows[grid_name(TEXTURES[0], "none")] = {"then": 0.8, "now": 0.8}
+    rows[grid_name(TEXTURES[0], "quarter")]["now"] = 0.88
+    expected = {TEXTURES[0]: 0.88 + 0.85 * (0.8 - 0.88), TEXTURES[1]: None, TEXTURES[2]: None}
+    assert as_hard(rows) == pytest.approx(expected)
+
+    assert main(["--then", "HEAD", "--n", "20", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "then_and_now.json").read_text())
+    assert list(result["scenes"]) == list(family()) and result["frames"] == 20
+    assert all(row["then"] == row["now"] and row["now"] >= 0.5 for row in result["scenes"].values())
+    assert "| everyday texture 0.09 edge half |" in capsys.readouterr().out
+    assert main(["--then", "no-such-ref", "--n", "10", "--out", str(tmp_path)]) == 2
+    assert "cannot read runtime/ at 'no-such-ref'" in capsys.readouterr().err
+
+
 def tilted(image: np.ndarray, angle: float) -> np.ndarray:
     """A 28x28 image as an object signal at twice the size on a black canvas, turned ``angle`` degrees."""
     import cv2
