@@ -135,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--out", type=Path, default=Path("artifacts"))
     args = p.parse_args(argv)
+    if args.n < 10:
+        p.error(f"--n {args.n}: at least one image per class (10)")
 
     from runtime import Predictor, camera_sim
     from train import data as fmnist

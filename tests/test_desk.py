@@ -333,6 +333,9 @@ def test_then_and_now_runs_the_old_pipeline_on_the_same_frames(tmp_path, capsys)
     assert "| everyday texture 0.09 edge half |" in capsys.readouterr().out
     assert main(["--then", "no-such-ref", "--n", "10", "--out", str(tmp_path)]) == 2
     assert "cannot read runtime/ at 'no-such-ref'" in capsys.readouterr().err
+    for n in ("5", "-3"):
+        with pytest.raises(SystemExit):
+            main(["--then", "HEAD", "--n", n, "--out", str(tmp_path)])
 
 
 def tilted(image: np.ndarray, angle: float) -> np.ndarray:
