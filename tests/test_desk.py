@@ -4,6 +4,9 @@ import hashlib
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 cv2 = pytest.importorskip("cv2")
 
@@ -174,6 +177,33 @@ def test_straight_bands_are_bands_and_a_garment_at_the_edge_is_not():
     assert not straight_bands(shoulders).any()
     both = table | shoulders | ((np.abs(xx - 30) < 10) & (yy > 40))  # a garment lying on the table
     assert np.array_equal(straight_bands(both), straight_bands(table))
+
+
+@given(hnp.arrays(st.sampled_from([np.int64, np.float32]), st.integers(1, 40),
+                  elements=st.integers(-1000, 1000)))
+def test_median_is_numpys(values):
+    from runtime.preprocess import median
+
+    assert median(values) == np.median(values)
+
+
+def test_otsu_cuts_between_two_classes_and_takes_one_value():
+    from runtime.preprocess import otsu
+
+    values = np.concatenate([np.full(500, 0.1), np.full(100, 0.7), [0.12, 0.69]]).astype(np.float32)
+    assert 0.12 < otsu(values) < 0.69
+    assert otsu(np.full(10, 0.3, np.float32)) > 0.3  # one value (no cut has two classes): nothing above
+
+
+def test_the_ring_keeps_clear_of_a_band_and_of_the_frame_s_edge():
+    from runtime.preprocess import RIM, ring
+
+    band = np.zeros((40, 60), bool)
+    band[:8] = True  # a band along the top
+    inside = ring(band, width=3)
+    rows, cols = np.nonzero(inside)
+    assert rows.min() == 8 + RIM and cols.min() == RIM and cols.max() == 59 - RIM and rows.max() == 39 - RIM
+    assert not inside[8 + RIM + 3:40 - RIM - 3, RIM + 3:60 - RIM - 3].any()  # a ring 3 pixels wide
 
 
 @pytest.mark.parametrize("side", ["left", "top"])
