@@ -39,6 +39,12 @@ def test_bundled_float_onnx_agrees(fashion, qat_predictions):
     assert (predictions == qat_predictions).mean() >= 0.99
 
 
+def test_bundled_int8_onnx_weights_are_unsigned():
+    from test_export import eight_bit_types
+
+    assert eight_bit_types(BUNDLED["int8.onnx"]) == {"UINT8"}  # the same on every x86 CPU (export_onnx_int8)
+
+
 def test_int8_tflite_is_at_most_a_third_and_a_half_of_the_float_size():
     assert BUNDLED["int8.tflite"].stat().st_size <= MAX_SIZE_RATIO * BUNDLED["float.onnx"].stat().st_size
 

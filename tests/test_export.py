@@ -60,6 +60,20 @@ def test_onnx_models_check_and_declare_their_contract(exported):
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
 
 
+def eight_bit_types(path) -> set[str]:
+    """The 8-bit integer types of an ONNX model's constants (weights, zero points)."""
+    import onnx
+
+    types = {onnx.TensorProto.DataType.Name(t.data_type) for t in onnx.load(path).graph.initializer}
+    return types & {"INT8", "UINT8"}
+
+
+def test_onnx_int8_weights_are_unsigned(exported):
+    """int8 weights saturate in onnxruntime on AVX2 CPUs without VNNI (see export_onnx_int8)."""
+    out, _ = exported
+    assert eight_bit_types(out / ARTIFACTS["onnx-int8"]) == {"UINT8"}
+
+
 @pytest.mark.parametrize("name", list(ARTIFACTS))
 def test_runtime_reads_the_embedded_metadata(exported, name):
     from runtime import Predictor
