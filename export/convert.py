@@ -115,7 +115,8 @@ def export_onnx_int8(float_onnx: Path, path: Path, metadata: dict, calibration: 
     (onnxruntime does not fuse its pattern into integer kernels), see the issue note. Unsigned
     weights because on x86 CPUs with AVX2 but without VNNI onnxruntime multiplies uint8 by int8
     weights with an instruction whose 16-bit sums saturate: int8 weights scored 92.52% there
-    against 93.69% with VNNI (the parity gate fails); uint8 ones 93.71% (docs/runtime.md).
+    against 93.69% where the model was exported (the parity gate fails); uint8 ones 93.71%
+    (docs/runtime.md).
     """
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
