@@ -346,7 +346,8 @@ def quantiles(values: np.ndarray, *fractions: float) -> list[float]:
 
 def median(values: np.ndarray) -> np.float64:
     """np.median's value (the mean of the two middle values of an even count) by one partial
-    sort (np.median costs several times more on a short array)."""
+    sort (np.median costs several times more on a short array). A NumPy float64, as
+    np.median's: a Python float would leave ``straight_bands``' line in float32 (NEP 50)."""
     middle = [(values.size - 1) // 2, values.size // 2]
     low, high = np.partition(values.ravel(), middle)[middle]
     return (np.float64(low) + np.float64(high)) / 2
@@ -402,9 +403,10 @@ def straight_bands(mask: np.ndarray) -> np.ndarray:
     for view, band in zip(side_views(mask), side_views(bands)):
         n, length = view.shape
         near = view[:BAND_GAP + 1]
-        if length < 6 or share(near.any(0)) < BAND_COVER:  # most sides: no band (and cheap to tell)
+        touched = near.any(0)
+        if length < 6 or share(touched) < BAND_COVER:  # most sides: no band (and cheap to tell)
             continue
-        start = np.where(near.any(0), near.argmax(0), n)
+        start = np.where(touched, near.argmax(0), n)
         run = view | (np.arange(n)[:, None] < start[None, :])  # the gap before a run counts as in it
         depth = np.where(start < n, np.where(run.all(0), n, run.argmin(0)), 0)
         along = np.arange(length, dtype=np.float32)
