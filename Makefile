@@ -1,19 +1,41 @@
-# The two commands of the README: `make demo` and `make test`.
+# The two commands of the README: `make demo` and `make test`; `make try` for a first minute.
 PYTHON ?= python3
-VENV   := .venv
+VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= artifacts
 MODELS := runtime/models
+# Every install takes the exact versions of the lock (one file for x86_64 and arm64, Python 3.11);
+# `make lock` refreshes it on purpose, `make test-latest` runs the suite on the newest releases.
+LOCK   := requirements.lock
+UV_VERSION := 0.13.9
+UV     := $(BIN)/uv
+INSTALL = $(UV) pip install --quiet --python $(BIN)/python --constraints $(LOCK)
+LOCK_EXTRAS := --extra all --extra dev --extra distributed
 
-.PHONY: demo test test-distributed bench-distributed data train export bench models clean arm64-check compare serve bench-serve own-classes
+.PHONY: demo test try test-distributed bench-distributed data train export bench models clean arm64-check compare serve bench-serve own-classes lock test-latest
 
 ## demo: set up, train float + QAT, export every format, parity gate, results table
 demo: $(VENV)/.all data train export bench
 	$(BIN)/python -m export.results $(OUT)
 
-## test: the test suite (uses the bundled models and small training runs)
+## test: the test suite (uses the bundled models and small training runs), in two processes
+## (a test file to each; half the time of one process on two cores)
 test: $(VENV)/.dev data
-	$(BIN)/python -m pytest -q
+	FASHION_EDGE_LOCK=$(LOCK) $(BIN)/python -m pytest -q --numprocesses auto --maxprocesses 4 --dist loadfile
+
+## try: a minute with the bundled model: installs the runtime and the camera demo (no TensorFlow),
+## classifies the sample photos and a short camera clip (samples/), prints the answers and the speed
+try: $(VENV)/.try
+	$(BIN)/python samples/try.py
+
+## lock: refresh requirements.lock to the newest releases that pyproject.toml's ranges allow
+lock: $(UV)
+	$(UV) pip compile --quiet --upgrade --universal --python-version 3.11 $(LOCK_EXTRAS) pyproject.toml -o $(LOCK)
+
+## test-latest: the suite against the newest releases (not the lock), in .venv-latest: drift seen early
+test-latest:
+	rm -rf .venv-latest
+	$(MAKE) test VENV=.venv-latest LOCK=/dev/null
 
 ## test-distributed: two training workers on 127.0.0.1 (Fashion-MNIST and a folder, exported through
 ## the parity gate; a SIGKILLed worker resumes) and a Ray Tune search; deselected by `make test`
@@ -59,8 +81,7 @@ models: demo
 
 ## arm64-check: runtime tests, CLI and camera demo on emulated arm64 Debian bookworm (Raspberry Pi
 ## OS 64-bit), answers compared with x86; root; minutes (the rootfs is cached in ~/.cache/fashion-edge)
-arm64-check: $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[tflite,camera]'
+arm64-check: $(VENV)/.try
 	$(BIN)/python tools/arm64_check.py
 
 # The official files: found locally, else Debian's package (as root), else the mirror.
@@ -73,19 +94,25 @@ data: $(VENV)/.all
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.all: pyproject.toml $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[all]'
+$(UV): | $(BIN)/python
+	$(BIN)/python -m pip install -q uv==$(UV_VERSION)
+
+$(VENV)/.try: pyproject.toml $(LOCK) | $(UV)
+	$(INSTALL) -e '.[tflite,camera]'
 	touch $@
 
-$(VENV)/.dev: pyproject.toml $(VENV)/.all
-	$(BIN)/python -m pip install -q -e '.[all,dev]'
+$(VENV)/.all: pyproject.toml $(LOCK) | $(UV)
+	$(INSTALL) -e '.[all]'
 	touch $@
 
-$(VENV)/.distributed: pyproject.toml $(VENV)/.dev
-	$(BIN)/python -m pip install -q -e '.[all,dev,distributed]'
+$(VENV)/.dev: pyproject.toml $(LOCK) $(VENV)/.all
+	$(INSTALL) -e '.[all,dev]'
+	touch $@
+
+$(VENV)/.distributed: pyproject.toml $(LOCK) $(VENV)/.dev
+	$(INSTALL) -e '.[all,dev,distributed]'
 	touch $@
 
 clean:
-	rm -rf $(OUT) .pytest_cache build *.egg-info
+	rm -rf $(OUT) .pytest_cache build *.egg-info .venv-latest

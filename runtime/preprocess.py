@@ -151,11 +151,13 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
 
 
 def to_unit(gray: np.ndarray) -> np.ndarray:
-    """float32 in [0, 1] from uint8 (0-255), uint16 (0-65535) or float (0-1) pixels."""
+    """float32 in [0, 1] from uint8 (0-255), uint16 (0-65535) or float (0-1) pixels. A division,
+    correctly rounded on every CPU, so a uint8 level becomes what the contract's lookup table
+    (``Contract.pixel_values``) makes of it, to the bit."""
     if gray.dtype == np.uint8:
-        return gray.astype(np.float32) * np.float32(1 / 255)
+        return gray.astype(np.float32) / np.float32(255)
     if gray.dtype == np.uint16:
-        return gray.astype(np.float32) * np.float32(1 / 65535)
+        return gray.astype(np.float32) / np.float32(65535)
     return gray.astype(np.float32, copy=False)
 
 

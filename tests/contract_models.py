@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from runtime.contract import Contract
 
@@ -23,7 +24,7 @@ def make_model(path: Path, labels=("a", "b", "c", "d", "e"), height=32, width=32
                kind="resize", meta: dict | None = None, classes: int | None = None, layout="NHWC",
                logits=False, seed=0) -> Path:
     """Write an ONNX classifier; ``meta`` replaces the metadata, ``classes`` the graph's output size."""
-    import onnx
+    onnx = pytest.importorskip("onnx", reason="builds test models: pip install '.[test]'")
     from onnx import TensorProto, helper, numpy_helper
 
     classes = classes or len(labels)
@@ -54,7 +55,7 @@ def make_model(path: Path, labels=("a", "b", "c", "d", "e"), height=32, width=32
 
 def reference(path: Path, batch: np.ndarray) -> np.ndarray:
     """The model's probabilities computed with numpy alone, for an NHWC float batch."""
-    import onnx
+    onnx = pytest.importorskip("onnx", reason="reads test models: pip install '.[test]'")
     from onnx import numpy_helper
 
     model = onnx.load(path)
@@ -65,3 +66,10 @@ def reference(path: Path, batch: np.ndarray) -> np.ndarray:
     logits = batch.reshape(len(batch), -1) @ weights
     e = np.exp(logits - logits.max(1, keepdims=True))
     return e / e.sum(1, keepdims=True)
+
+
+def eight_bit_types(path) -> set[str]:
+    """The 8-bit integer types of an ONNX model's constants (weights, zero points)."""
+    onnx = pytest.importorskip("onnx", reason="reads the model's graph: pip install '.[test]'")
+    types = {onnx.TensorProto.DataType.Name(t.data_type) for t in onnx.load(path).graph.initializer}
+    return types & {"INT8", "UINT8"}

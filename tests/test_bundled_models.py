@@ -40,7 +40,7 @@ def test_bundled_float_onnx_agrees(fashion, qat_predictions):
 
 
 def test_bundled_int8_onnx_weights_are_unsigned():
-    from test_export import eight_bit_types
+    from contract_models import eight_bit_types
 
     assert eight_bit_types(BUNDLED["int8.onnx"]) == {"UINT8"}  # the same on every x86 CPU (export_onnx_int8)
 

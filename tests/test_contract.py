@@ -5,14 +5,16 @@ import json
 import subprocess
 import sys
 
-import cv2
 import numpy as np
 import pytest
 
-from contract_models import make_model, metadata, reference
-from runtime import Contract, ModelError, Predictor
-from runtime.contract import ContractError
-from runtime.preprocess import prepare
+cv2 = pytest.importorskip("cv2")
+onnx = pytest.importorskip("onnx", reason="builds test models: pip install '.[test]'")
+
+from contract_models import make_model, metadata, reference  # noqa: E402
+from runtime import Contract, ModelError, Predictor  # noqa: E402
+from runtime.contract import ContractError  # noqa: E402
+from runtime.preprocess import prepare  # noqa: E402
 
 SHAPES = {  # name -> (labels, height, width, channels, layout, logits)
     "rgb32": (("a", "b", "c", "d", "e"), 32, 32, 3, "NHWC", False),

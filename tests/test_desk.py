@@ -1,6 +1,6 @@
 """The desk simulator (runtime.camera_sim) and the camera-domain evaluation's sets."""
 
-import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,23 +12,49 @@ cv2 = pytest.importorskip("cv2")
 
 from runtime import camera_sim  # noqa: E402
 
-# SHA-256 (first 16 hex digits) of the first three official test images rendered with seed 0,
-# recorded before the richer clutter was added: today's sets must render the same frames, so
-# their published numbers stay reproducible. (Regenerate only on purpose: frames_digest below.)
-GOLDEN = {"standard": "055d55c81271d431", "hard": "94267d8e38e9631e", "desk": "5d433548acaed27d"}
+# The first three official test images rendered with seed 0 by each set, as the means of 8x8-pixel
+# blocks (80x60 per frame), recorded (OpenCV 5.0) before the richer clutter was added: today's sets
+# must render the frames their published numbers came from. Compared with a tolerance, not bit for
+# bit: OpenCV's resize, warp and blur round differently across CPUs and releases (5.0 -> 5.1 moves
+# single pixels by 1-2 grey levels, block means by less than 0.1), while a frame drawn differently
+# (the garment one pixel to the side, another random draw) moves block means by 14 levels or more.
+GOLDEN = Path(__file__).parent / "golden" / "camera_frames.npz"
+GOLDEN_SETS, GOLDEN_IMAGES, BLOCK = ("standard", "hard", "desk"), 3, 8
+BLOCK_TOL = 2.0  # grey levels, on a block mean (the golden file stores them rounded: 0.5 of it)
 
 
-def frames_digest(images: np.ndarray, scene: camera_sim.Scene, seed: int = 0) -> str:
+def block_means(frames: np.ndarray) -> np.ndarray:
+    n, h, w, c = frames.shape
+    return frames.reshape(n, h // BLOCK, BLOCK, w // BLOCK, BLOCK, c).mean(axis=(2, 4))
+
+
+def rendered(images: np.ndarray, scene: camera_sim.Scene, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    digest = hashlib.sha256()
-    for image in images:
-        digest.update(camera_sim.render(image, rng, scene).tobytes())
-    return digest.hexdigest()[:16]
+    return np.stack([camera_sim.render(image, rng, scene) for image in images])
 
 
-@pytest.mark.parametrize("name", sorted(GOLDEN))
+def regenerate() -> None:
+    """Rewrite the golden file from today's rendering: only on purpose (`python tests/test_desk.py`)."""
+    from train import data
+
+    images = data.load(allow_download=False).test_images[:GOLDEN_IMAGES]
+    np.savez_compressed(GOLDEN, **{name: np.round(block_means(rendered(images, camera_sim.SCENES[name])))
+                                   .astype(np.uint8) for name in GOLDEN_SETS})
+
+
+@pytest.mark.parametrize("name", GOLDEN_SETS)
 def test_todays_sets_render_the_same_frames_as_before(name, fashion):
-    assert frames_digest(fashion.test_images[:3], camera_sim.SCENES[name]) == GOLDEN[name]
+    blocks = block_means(rendered(fashion.test_images[:GOLDEN_IMAGES], camera_sim.SCENES[name]))
+    np.testing.assert_allclose(blocks, np.load(GOLDEN)[name], rtol=0, atol=BLOCK_TOL)
+
+
+def test_the_golden_frames_tolerance_sees_a_frame_drawn_differently(fashion):
+    frames = rendered(fashion.test_images[:GOLDEN_IMAGES], camera_sim.SCENES["desk"])
+    golden = np.load(GOLDEN)["desk"]
+    shifted = np.roll(frames, 1, axis=2)  # everything one pixel to the right
+    other_draw = rendered(fashion.test_images[:GOLDEN_IMAGES], camera_sim.SCENES["desk"], seed=1)
+    for changed in (shifted, other_draw):
+        assert np.abs(block_means(changed) - golden).max() > 5 * BLOCK_TOL
 
 
 @pytest.mark.parametrize("name", sorted(camera_sim.SCENES))
@@ -400,3 +426,7 @@ def test_an_upright_garment_and_a_boot_seen_from_the_side_are_not_turned(fashion
     assert np.mean([upright(s) is s for s in (tilted(image, 10) for image in boots)]) >= 0.9
     for nothing in (np.zeros((56, 56), np.float32), np.ones((3, 200), np.float32)):  # blank, a sliver
         assert upright(nothing) is nothing
+
+
+if __name__ == "__main__":
+    regenerate()

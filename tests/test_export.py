@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from contract_models import eight_bit_types
 from export.formats import FORMATS
 
 ARTIFACTS = {name: fmt.file for name, fmt in FORMATS.items()}
@@ -58,14 +59,6 @@ def test_onnx_models_check_and_declare_their_contract(exported):
         assert meta["input"]["layout"] == "NHWC" and meta["format"] == name
     ops = {node.op_type for node in onnx.load(out / ARTIFACTS["onnx-int8"]).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
-
-
-def eight_bit_types(path) -> set[str]:
-    """The 8-bit integer types of an ONNX model's constants (weights, zero points)."""
-    import onnx
-
-    types = {onnx.TensorProto.DataType.Name(t.data_type) for t in onnx.load(path).graph.initializer}
-    return types & {"INT8", "UINT8"}
 
 
 def test_onnx_int8_weights_are_unsigned(exported):

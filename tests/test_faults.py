@@ -47,7 +47,7 @@ def float_epochs_logged(text: str) -> int:
 @pytest.mark.parametrize("window, said", [("after-fit", "not retraining"),
                                           ("after-save", "reusing float_model.h5")])
 def test_a_kill_after_the_float_stage_trained_never_retrains_it(tmp_path, window, said):
-    args = ["--limit", "3000", "--epochs", "2", "--qat-epochs", "1", "--out", str(tmp_path)]
+    args = ["--limit", "1000", "--epochs", "2", "--qat-epochs", "1", "--camera-frames", "0", "--out", str(tmp_path)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     killed = subprocess.run([sys.executable, "-c", KILLER, window, *args], capture_output=True, text=True,
                             env=env, cwd=ROOT, timeout=600)

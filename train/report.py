@@ -97,17 +97,22 @@ def plot_confusion(matrix: np.ndarray, labels: tuple[str, ...], path: Path, titl
 
 def plot_samples(images: np.ndarray, labels: np.ndarray, names: tuple[str, ...], path: Path,
                  per_class: int = 8) -> None:
-    """A grid with ``per_class`` training images of every class, labelled."""
+    """A grid with ``per_class`` training images of every class, labelled: one mosaic, one row a class."""
     plt = _figure()
-    fig, axes = plt.subplots(len(names), per_class, figsize=(per_class * 1.1, 1.2 * len(names)), squeeze=False)
-    for c, name in enumerate(names):
+    h, w = images.shape[1:3]
+    gap = max(1, h // 14)
+    mosaic = np.full((len(names) * (h + gap), per_class * (w + gap), *images.shape[3:]), 255, np.uint8)
+    for c in range(len(names)):
         for k, idx in enumerate(np.flatnonzero(labels == c)[:per_class]):
-            ax = axes[c, k]
-            ax.imshow(images[idx], cmap="gray" if images.ndim == 3 else None, vmin=0, vmax=255)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[c, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
-    fig.suptitle("Training images")
+            mosaic[c * (h + gap):c * (h + gap) + h, k * (w + gap):k * (w + gap) + w] = images[idx]
+    fig, ax = plt.subplots(figsize=(per_class * 1.1, 1.2 * len(names)))
+    ax.imshow(mosaic, cmap="gray" if images.ndim == 3 else None, vmin=0, vmax=255, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([c * (h + gap) + h / 2 for c in range(len(names))], names, fontsize=9)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.set_title("Training images")
     fig.tight_layout()
     save_figure(fig, path, dpi=80)
     plt.close(fig)
