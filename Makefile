@@ -18,8 +18,8 @@ LOCK_EXTRAS := --extra all --extra dev --extra distributed
 demo: $(VENV)/.all data train export bench
 	$(BIN)/python -m export.results $(OUT)
 
-## test: the test suite (uses the bundled models and small training runs), in two processes
-## (a test file to each; half the time of one process on two cores)
+## test: the test suite (uses the bundled models and small training runs), in two processes,
+## a test file to each (its module fixtures, servers and videos, made once)
 test: $(VENV)/.dev data
 	FASHION_EDGE_LOCK=$(LOCK) $(BIN)/python -m pytest -q --numprocesses auto --maxprocesses 4 --dist loadfile
 

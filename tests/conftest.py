@@ -5,6 +5,14 @@ import pytest
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+try:  # no per-example deadline: the suite runs in two processes on machines 2-3x apart in speed
+    from hypothesis import settings
+
+    settings.register_profile("fashion-edge", deadline=None)
+    settings.load_profile("fashion-edge")
+except ImportError:
+    pass
+
 
 @pytest.fixture(scope="session")
 def fashion():
@@ -76,3 +84,4 @@ def start_server():
     for process in processes:
         process.terminate()
         process.wait(timeout=20)
+

@@ -191,30 +191,40 @@ def test_window_under_xvfb_draws_the_overlay(video, tmp_path):
     path, _ = video
     display = ":97"
     xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "800x600x24"], stderr=subprocess.DEVNULL)
+    counts = []
+
+    def screen(index: int) -> Path | None:
+        shot = tmp_path / f"screen{index}.png"
+        taken = subprocess.run(["import", "-window", "root", "-display", display, str(shot)],
+                               capture_output=True, timeout=30)
+        return shot if taken.returncode == 0 else None
+
     try:
-        time.sleep(1.0)
+        deadline = time.time() + 30  # waits, not sleeps: on a busy machine both take seconds to start
+        while screen(0) is None and time.time() < deadline:
+            time.sleep(0.2)
         env = {**os.environ, "DISPLAY": display}
         demo = subprocess.Popen([sys.executable, "-m", "camera_demo", "--source", "synthetic",
                                  "--roi", "60,20,520,440", "--max-frames", "100000"], cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        time.sleep(5.0)
         # the synthetic source shows each garment for a moment, some of them poor frames whose
-        # answer is greyed: look at a few screens, a confident answer among them
-        counts = []
-        for shot_index in range(10):
-            shot = tmp_path / f"screen{shot_index}.png"
-            subprocess.run(["import", "-window", "root", "-display", display, str(shot)], check=True, timeout=30)
-            counts.append(overlay_pixels(cv2.imread(str(shot))))
-            if counts[-1][2] > 200:
+        # answer is greyed: look at screens until a confident answer is drawn
+        deadline = time.time() + 60
+        while time.time() < deadline and demo.poll() is None:
+            shot = screen(len(counts) + 1)
+            counts.append(overlay_pixels(cv2.imread(str(shot))) if shot else (0, 0, 0))
+            amber, panel, bars = counts[-1]
+            if amber > 500 and panel > 3000 and bars > 200:
                 break
-            time.sleep(0.7)
+            time.sleep(0.5)
+        assert demo.poll() is None, demo.communicate()[1][-2000:]  # still running: it did not fail
         demo.send_signal(signal.SIGINT)
         demo.communicate(timeout=30)
     finally:
         xvfb.terminate()
         xvfb.wait()
     amber, panel, bars = counts[-1]
-    assert amber > 500 and panel > 3000 and bars > 200, counts
+    assert amber > 500 and panel > 3000 and bars > 200, counts[-10:]
 
 
 def overlay_pixels(screen: np.ndarray) -> tuple[int, int, int]:

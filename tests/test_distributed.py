@@ -19,8 +19,6 @@ import pytest
 from train.distributed import PEER_LOST, ClusterError, chief_index, local_tf_configs, make_cluster, tf_config
 
 ROOT = Path(__file__).parents[1]
-# parity passes on this short run without camera crops (the kill test trains with them)
-SHORT = ["--limit", "3000", "--epochs", "3", "--qat-epochs", "1", "--camera-frames", "0"]
 
 
 @pytest.mark.parametrize("value, words", [(None, "needs TF_CONFIG"), ("{", "does not name this task"),
@@ -101,21 +99,6 @@ def check_run(out: Path, logs: list[Path], codes: list[int], workers: int = 2) -
 
 @pytest.mark.distributed
 @pytest.mark.slow
-def test_two_workers_train_and_the_chief_exports_int8_that_passes_parity(tmp_path):
-    out = tmp_path / "out"
-    logs = [tmp_path / "w0.log", tmp_path / "w1.log"]
-    processes, _ = start_workers(SHORT, out, logs)
-    report = check_run(out, logs, wait_all(processes))
-    assert report["float"]["epochs_run"] == 3 and report["qat"]["epochs_run"] == 1
-    assert report["qat"]["test_accuracy"] > 0.6  # chance is 0.1
-    done = export(out / "qat_model.h5", "--calibration-size", "200")
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    parity = json.loads((out / "parity.json").read_text())
-    assert parity["passed"]
-
-
-@pytest.mark.distributed
-@pytest.mark.slow
 def test_two_workers_on_a_folder(tmp_path):
     from test_folders import make_folder
 
@@ -137,9 +120,10 @@ def epochs_logged(text: str) -> list[int]:
 
 @pytest.mark.distributed
 @pytest.mark.slow
-def test_a_killed_worker_resumes_from_the_backup(tmp_path):
+def test_a_killed_worker_resumes_and_the_chief_exports_int8_that_passes_parity(tmp_path):
     """SIGKILL worker 1 mid-epoch; the chief stops (exit 75: a peer was lost), both are
-    restarted with the same command and finish from the last finished epoch."""
+    restarted with the same command and finish from the last finished epoch; the chief's
+    model exports to every format through the parity gate."""
     args = ["--limit", "2000", "--epochs", "8", "--qat-epochs", "1", "--camera-frames", "300"]
     out = tmp_path / "out"
     logs = [tmp_path / "w0.log", tmp_path / "w1.log"]
@@ -165,6 +149,10 @@ def test_a_killed_worker_resumes_from_the_backup(tmp_path):
     assert resumed[0] in (first[-1], first[-1] + 1) and resumed[-1] == 8, (first, resumed)
     assert "resuming after epoch" in logs[1].read_text()[marks[1]:]  # the restarted worker too
     assert report["float"]["epochs_run"] == 8 and len(report["float"]["history"]["loss"]) == 8
+    assert report["qat"]["epochs_run"] == 1 and report["qat"]["test_accuracy"] > 0.6  # chance is 0.1
+    done = export(out / "qat_model.h5", "--calibration-size", "200")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert json.loads((out / "parity.json").read_text())["passed"]
 
 
 @pytest.mark.distributed
@@ -172,15 +160,15 @@ def test_a_killed_worker_resumes_from_the_backup(tmp_path):
 def test_ray_search_writes_the_local_search_format(tmp_path):
     pytest.importorskip("ray.tune", reason="pip install .[distributed]")
     out = tmp_path / "search.json"
-    cmd = [sys.executable, "-m", "train.search", "--backend", "ray", "--trials", "3", "--epochs", "2",
-           "--limit", "1000", "--out", str(out)]
+    cmd = [sys.executable, "-m", "train.search", "--backend", "ray", "--trials", "2", "--epochs", "1",
+           "--limit", "600", "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Error stopping trial" not in done.stdout + done.stderr and "ERROR " not in done.stdout
     result = json.loads(out.read_text())
     assert {"budget", "selection", "wall_time_s", "default", "best", "gain_over_default_pp", "trials"} <= set(result)
-    assert sorted(t["trial"] for t in result["trials"]) == [0, 1, 2] and result["backend"] == "ray"
+    assert sorted(t["trial"] for t in result["trials"]) == [0, 1] and result["backend"] == "ray"
     assert result["default"]["params"] == {"learning_rate": 3e-3, "width": 1.0, "dropout": 0.2, "augment": 1.0}
     for trial in result["trials"]:
         assert 0 <= trial["val_accuracy"] <= 1 and trial["parameters"] > 10_000 and trial["epochs_run"] >= 1
@@ -190,7 +178,7 @@ def test_ray_search_writes_the_local_search_format(tmp_path):
                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})  # finished: resumes with nothing to do
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "resuming the search" in again.stdout
-    assert sorted(t["trial"] for t in json.loads(out.read_text())["trials"]) == [0, 1, 2]
+    assert sorted(t["trial"] for t in json.loads(out.read_text())["trials"]) == [0, 1]
 
 
 @pytest.mark.distributed
