@@ -27,11 +27,20 @@ QUICK_ARGS = ["--limit", "3000", "--epochs", "3", "--qat-epochs", "1", "--camera
 
 @pytest.fixture(scope="session")
 def quick_run(tmp_path_factory):
-    """A real (small) float + QAT training run, shared by the train and export tests."""
+    """A real (small) float + QAT training run, shared by the train and export tests: trained once
+    per test session, also across `make test`'s processes (read-only: copy it to change it)."""
+    import fcntl
+
     from train.__main__ import main
 
-    out = tmp_path_factory.mktemp("run")
-    assert main([*QUICK_ARGS, "--out", str(out)]) == 0
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the session's directory, above each process's own
+    out = shared / "quick_run"
+    with open(shared / "quick_run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the first process trains; the others wait, then reuse it
+        if not (out / "train_report.json").is_file():
+            assert main([*QUICK_ARGS, "--out", str(out)]) == 0
     return out
 
 
@@ -85,3 +94,10 @@ def start_server():
         process.terminate()
         process.wait(timeout=20)
 
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with slow tests (training, exports) first: in `make test`'s two processes, which take
+    a file at a time, the long files start at once and the short ones fill in around them."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: the order within a file is kept

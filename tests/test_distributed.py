@@ -179,17 +179,3 @@ def test_ray_search_writes_the_local_search_format(tmp_path):
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "resuming the search" in again.stdout
     assert sorted(t["trial"] for t in json.loads(out.read_text())["trials"]) == [0, 1]
-
-
-@pytest.mark.distributed
-@pytest.mark.slow
-def test_mirrored_strategy_trains_in_one_process(tmp_path):
-    """--strategy mirrored: this machine's devices (here one CPU replica), the same files as a plain run."""
-    out = tmp_path / "out"
-    done = subprocess.run([sys.executable, "-m", "train", "--strategy", "mirrored", "--limit", "600", "--epochs", "1",
-                           "--qat-epochs", "1", "--out", str(out)], capture_output=True, text=True, cwd=ROOT,
-                          timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads((out / "train_report.json").read_text())
-    assert report["distribution"] == {"strategy": "MirroredStrategy", "workers": 1, "replicas": 1}
-    assert report["qat"]["epochs_run"] == 1 and (out / "qat_model.h5").is_file() and not (out / "backup").exists()

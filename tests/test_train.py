@@ -1,6 +1,7 @@
 """The trainer on small stratified subsets: real data, real Keras, real QAT."""
 
 import json
+import logging
 import os
 import re
 import signal
@@ -60,22 +61,29 @@ def test_qat_model_reloads_with_the_same_predictions(quick_run, fashion):
     assert any("quant" in layer.name for layer in model.layers)
 
 
-def test_rerun_with_same_config_reuses_finished_stages(quick_run, capsys):
+def test_rerun_with_same_config_reuses_finished_stages(quick_run, tmp_path):
+    import shutil
+
     from train.__main__ import main
 
-    before = (quick_run / "qat_model.h5").stat().st_mtime
-    assert main([*QUICK_ARGS, "--out", str(quick_run)]) == 0
-    assert (quick_run / "qat_model.h5").stat().st_mtime == before
+    out = tmp_path / "run"
+    shutil.copytree(quick_run, out)  # copy2: the same modification times
+    before = (out / "qat_model.h5").stat().st_mtime
+    assert main([*QUICK_ARGS, "--out", str(out)]) == 0
+    assert (out / "qat_model.h5").stat().st_mtime == before
 
 
 def epochs_logged(text: str) -> list[int]:
     return [int(n) for n in re.findall(r"float epoch (\d+)/", text)]
 
 
-def test_killed_run_resumes_from_its_last_epoch(tmp_path):
+def test_killed_run_resumes_from_its_last_epoch(tmp_path, caplog):
     """SIGKILL mid-training, re-run: it continues where it was, losing at most one epoch."""
-    cmd = [sys.executable, "-m", "train", "--limit", "400", "--epochs", "8", "--qat-epochs", "1",
-           "--camera-frames", "0", "--out", str(tmp_path)]  # crops resume: test_camera_crops
+    from train.__main__ import main
+
+    args = ["--limit", "400", "--epochs", "8", "--qat-epochs", "1", "--camera-frames", "0",
+            "--out", str(tmp_path)]  # crops resume: test_camera_crops
+    cmd = [sys.executable, "-m", "train", *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     log = tmp_path / "first.log"
     with open(log, "w") as f:
@@ -92,10 +100,9 @@ def test_killed_run_resumes_from_its_last_epoch(tmp_path):
     assert 3 <= len(first) < 8, f"the run was not killed mid-training: {first}"
     assert not (tmp_path / "float_model.h5").exists()
 
-    second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300,
-                            cwd=Path(__file__).parents[1])
-    assert second.returncode == 0, second.stderr[-2000:]
-    resumed = epochs_logged(second.stdout + second.stderr)
+    caplog.set_level(logging.INFO)  # the same command again, in this process (TensorFlow is loaded)
+    assert main(args) == 0, caplog.text[-2000:]
+    resumed = epochs_logged(caplog.text)
     assert resumed[0] >= first[-1], f"restarted from epoch {resumed[0]}, had reached {first[-1]}"
     assert resumed[0] <= first[-1] + 1 and resumed[-1] == 8
     assert (tmp_path / "qat_model.h5").exists() and (tmp_path / "train_report.json").exists()
@@ -114,3 +121,15 @@ def test_no_qat_epochs_exports_the_quantized_float_model(tmp_path):
     # its quantization ranges set from data, not left at tfmot's start (a chance-level model)
     assert report["float"]["test_accuracy"] > 0.3  # well above chance (0.1), so that the next line means something
     assert abs(report["qat"]["test_accuracy"] - report["float"]["test_accuracy"]) < 0.02, report
+
+
+def test_mirrored_strategy_trains_in_one_process(tmp_path):
+    """--strategy mirrored: this machine's devices (here one CPU replica), the same files as a plain run."""
+    from train.__main__ import main
+
+    out = tmp_path / "out"
+    assert main(["--strategy", "mirrored", "--limit", "600", "--epochs", "1", "--qat-epochs", "1",
+                 "--camera-frames", "0", "--out", str(out)]) == 0
+    report = json.loads((out / "train_report.json").read_text())
+    assert report["distribution"] == {"strategy": "MirroredStrategy", "workers": 1, "replicas": 1}
+    assert report["qat"]["epochs_run"] == 1 and (out / "qat_model.h5").is_file() and not (out / "backup").exists()
