@@ -21,9 +21,24 @@ from train.distributed import PEER_LOST, ClusterError, chief_index, local_tf_con
 ROOT = Path(__file__).parents[1]
 
 
-@pytest.mark.parametrize("value, words", [(None, "needs TF_CONFIG"), ("{", "does not name this task"),
-                                           ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}',
-                                            "does not name this task")])
+WORKERS = '"cluster": {"worker": ["a:1", "b:1"]}'
+
+
+@pytest.mark.parametrize("value, words", [
+    (None, "needs TF_CONFIG"), ("{", "is not JSON"), ("[]", 'needs a "cluster" object'),
+    (f'{{{WORKERS}, "task": {{"type": "worker", "index": 3}}}}', "task.index must be a whole number from 0 to 1"),
+    (f'{{{WORKERS}, "task": {{"type": "worker", "index": -0.5}}}}', "got -0.5"),
+    (f'{{{WORKERS}, "task": {{"type": "worker", "index": "0"}}}}', "got '0'"),
+    (f'{{{WORKERS}, "task": {{"type": "worker", "index": true}}}}', "got True"),
+    (f'{{{WORKERS}, "task": {{"type": "worker"}}}}', "got None"),
+    (f'{{{WORKERS}, "task": {{"type": "ps", "index": 0}}}}', "no parameter servers"),
+    (f'{{{WORKERS}, "task": {{"type": "evaluator", "index": 0}}}}', "no evaluator"),
+    ('{"cluster": {"worker": ["a:1"], "ps": ["p:1"]}, "task": {"type": "worker", "index": 0}}', "['ps']"),
+    ('{"cluster": {"worker": "a:1,b:1"}, "task": {"type": "worker", "index": 0}}', "must be a list"),
+    ('{"cluster": {"worker": ["a:1", 7]}, "task": {"type": "worker", "index": 0}}', "must be a list"),
+    ('{"cluster": {"chief": ["c:1", "d:1"], "worker": ["a:1"]}, "task": {"type": "chief", "index": 0}}',
+     "at most one chief"),
+])
 def test_tf_config_errors_say_what_is_wrong(monkeypatch, value, words):
     if value is None:
         monkeypatch.delenv("TF_CONFIG", raising=False)
@@ -44,12 +59,18 @@ def test_the_chief_is_worker_0_or_the_chief_task(monkeypatch):
     assert tf_config()["task"]["index"] == 1
 
 
-def test_multi_worker_without_tf_config_is_a_usage_error(monkeypatch, capsys):
+@pytest.mark.parametrize("value", [None, '{"cluster": {"worker": ["a:1"]}, "task": {"type": "ps", "index": 0}}',
+                                   '{"cluster": {"worker": "a:1"}, "task": {"type": "worker", "index": 0}}'])
+def test_multi_worker_with_a_bad_tf_config_is_a_usage_error(monkeypatch, capsys, tmp_path, value):
     from train.__main__ import main
 
-    monkeypatch.delenv("TF_CONFIG", raising=False)
-    assert main(["--strategy", "multi-worker", "--out", "/tmp/never-written"]) == 2
-    assert "TF_CONFIG" in capsys.readouterr().err
+    if value is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", value)
+    assert main(["--strategy", "multi-worker", "--out", str(tmp_path / "never-written")]) == 2
+    err = capsys.readouterr().err
+    assert "TF_CONFIG" in err and "Traceback" not in err and not (tmp_path / "never-written").exists()
 
 
 def worker_env(tf_config: str) -> dict:

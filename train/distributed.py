@@ -62,6 +62,9 @@ class Cluster:
 LOCAL = Cluster()
 
 
+TASK_TYPES = ("chief", "worker")  # MultiWorkerMirroredStrategy's; no parameter servers, no evaluator
+
+
 def tf_config() -> dict:
     """The parsed ``TF_CONFIG``, checked enough to say what is wrong in one line."""
     raw = os.environ.get("TF_CONFIG")
@@ -71,13 +74,35 @@ def tf_config() -> dict:
                            '"task": {"type": "worker", "index": 0}}\' (see docs/distributed.md)')
     try:
         config = json.loads(raw)
-        task, cluster = config["task"], config["cluster"]
-        members = cluster[task["type"]]
-        if not 0 <= int(task["index"]) < len(members):
-            raise ValueError
-    except (ValueError, KeyError, TypeError):
-        raise ClusterError(f"TF_CONFIG does not name this task in its cluster: {raw}") from None
+    except ValueError:
+        raise ClusterError(f"TF_CONFIG is not JSON: {raw}") from None
+    problem = tf_config_problem(config)
+    if problem:
+        raise ClusterError(f"TF_CONFIG does not name this task in its cluster ({problem}): {raw}")
     return config
+
+
+def tf_config_problem(config: object) -> str | None:
+    """What is wrong with a parsed TF_CONFIG for multi-worker training, or None."""
+    if not isinstance(config, dict) or not isinstance(config.get("cluster"), dict) \
+            or not isinstance(config.get("task"), dict):
+        return 'it needs a "cluster" object and a "task" object'
+    cluster, task = config["cluster"], config["task"]
+    others = sorted(set(cluster) - set(TASK_TYPES))
+    if others or task.get("type") not in TASK_TYPES:
+        return (f"task types {others or [task.get('type')]} are not supported: multi-worker training runs "
+                f"only {' and '.join(TASK_TYPES)} tasks (no parameter servers, no evaluator)")
+    for kind in TASK_TYPES:
+        members = cluster.get(kind, [])
+        if not isinstance(members, list) or not all(isinstance(m, str) and m.strip() for m in members):
+            return f'cluster.{kind} must be a list of "host:port" strings, got {members!r}'
+    if len(cluster.get("chief", [])) > 1:
+        return "a cluster has at most one chief"
+    index, members = task.get("index"), cluster.get(task["type"], [])
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(members):
+        return f"task.index must be a whole number from 0 to {len(members) - 1} for its {len(members)} " \
+               f"{task['type']} task(s), got {index!r}"
+    return None
 
 
 def chief_index(config: dict) -> tuple[int, int]:
