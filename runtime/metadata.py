@@ -8,7 +8,9 @@ tflite-support's associated files), readable with the standard library alone.
 from __future__ import annotations
 
 import json
+import os
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,11 @@ from runtime.integrity import graph_digest
 
 METADATA_KEY = "fashion_edge"
 METADATA_MEMBER = "fashion_edge.json"
+# Ours take a few KB (labels, contract, provenance); 10,000 labels of 50 characters fit in 1 MiB.
+# A zip member is read no further than this, however large it says it is or inflates to.
+MAX_METADATA_BYTES = 1 << 20
+# Set to 1 to refuse models without a checksum (made by other tools, or with the key removed).
+REQUIRE_INTEGRITY_ENV = "FASHION_EDGE_REQUIRE_INTEGRITY"
 
 
 class ModelError(RuntimeError):
@@ -48,9 +55,13 @@ class ModelInfo:
                    accuracy if isinstance(accuracy, (int, float)) else None, meta)
 
     def check_integrity(self, path: Path) -> None:
-        """Verify ``integrity.sha256`` when the metadata has one (our exports since format 2)."""
+        """Verify ``integrity.sha256`` when the metadata has one (our exports since format 2); with
+        ``FASHION_EDGE_REQUIRE_INTEGRITY=1`` a model without one is refused too."""
         integrity = self.raw.get("integrity")
         if integrity is None:
+            if os.environ.get(REQUIRE_INTEGRITY_ENV, "") not in ("", "0"):
+                raise ModelError(f"{path}: no checksum in its metadata, and {REQUIRE_INTEGRITY_ENV} is set: "
+                                 "use a model exported by `python -m export`, or unset it")
             return
         expected = integrity.get("sha256") if isinstance(integrity, dict) else None
         try:
@@ -72,8 +83,16 @@ class ModelInfo:
 
 def read_tflite_metadata(path: Path) -> str:
     try:
-        with zipfile.ZipFile(path) as archive:
-            return archive.read(METADATA_MEMBER).decode()
-    except (zipfile.BadZipFile, KeyError, OSError, UnicodeDecodeError) as e:
-        raise ModelError(f"{path}: no {METADATA_MEMBER} inside; export models with "
+        with zipfile.ZipFile(path) as archive, archive.open(METADATA_MEMBER) as member:
+            data = member.read(MAX_METADATA_BYTES + 1)  # bounded, whatever the member inflates to
+    except (zipfile.BadZipFile, KeyError, OSError, RuntimeError, NotImplementedError, EOFError,
+            zlib.error) as e:
+        raise ModelError(f"{path}: no readable {METADATA_MEMBER} inside; export models with "
                          "`python -m export --format tflite`") from e
+    if len(data) > MAX_METADATA_BYTES:
+        raise ModelError(f"{path}: its {METADATA_MEMBER} is larger than {MAX_METADATA_BYTES} bytes: not our "
+                         "metadata; re-export the model with `python -m export --format tflite`")
+    try:
+        return data.decode()
+    except UnicodeDecodeError as e:
+        raise ModelError(f"{path}: its {METADATA_MEMBER} is not UTF-8 text; re-export the model") from e

@@ -117,8 +117,9 @@ def test_a_flipped_bit_is_refused_or_changes_nothing(model, images, tmp_path):
     assert silent == 0
 
 
-def test_a_model_without_a_checksum_still_loads(tmp_path):
-    """Models written by other tools need not carry one (docs/model-contract.md)."""
+def test_a_model_without_a_checksum_still_loads_unless_a_deployment_requires_one(tmp_path, monkeypatch):
+    """Models written by other tools need not carry one (docs/model-contract.md);
+    FASHION_EDGE_REQUIRE_INTEGRITY=1 refuses them."""
     import json
 
     onnx = pytest.importorskip("onnx", reason="edits the model's metadata: pip install '.[test]'")
@@ -131,6 +132,10 @@ def test_a_model_without_a_checksum_still_loads(tmp_path):
     assert Predictor(tmp_path / "plain.onnx").labels == Predictor(BUNDLED["int8.onnx"]).labels
     shutil.copy(BUNDLED["int8.onnx"], tmp_path / "copy.onnx")
     assert Predictor(tmp_path / "copy.onnx").info.raw["integrity"]["sha256"]
+    monkeypatch.setenv("FASHION_EDGE_REQUIRE_INTEGRITY", "1")
+    with pytest.raises(ModelError, match="no checksum in its metadata"):
+        Predictor(tmp_path / "plain.onnx")
+    assert Predictor(tmp_path / "copy.onnx").labels  # one with a checksum still loads
 
 
 def test_array_subclasses_are_read_as_the_array_they_hold(images):
@@ -140,3 +145,28 @@ def test_array_subclasses_are_read_as_the_array_they_hold(images):
                 images[0][:, ::-1][:, ::-1]):
         np.testing.assert_array_equal(predictor.predict(odd).probabilities, want)
         np.testing.assert_array_equal(predictor.predict_batch([odd])[0].probabilities, want)
+
+
+def test_tflite_metadata_that_inflates_big_is_refused_without_reading_it_all(tmp_path):
+    """A 64 MiB member that deflates to about 64 KB: read no further than MAX_METADATA_BYTES."""
+    import tracemalloc
+    import zipfile
+
+    from runtime.metadata import MAX_METADATA_BYTES
+
+    bomb = tmp_path / "bomb.tflite"
+    flatbuffer = BUNDLED["int8.tflite"].read_bytes()
+    with zipfile.ZipFile(BUNDLED["int8.tflite"]) as archive:
+        start = min(info.header_offset for info in archive.infolist())
+    bomb.write_bytes(flatbuffer[:start])
+    with zipfile.ZipFile(bomb, "a", compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("fashion_edge.json", "w", force_zip64=True) as member:
+            for _ in range(64):
+                member.write(b" " * (1 << 20))
+    assert bomb.stat().st_size < 2 * len(flatbuffer)
+    tracemalloc.start()
+    with pytest.raises(ModelError, match=f"larger than {MAX_METADATA_BYTES} bytes"):
+        Predictor(bomb)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 16 * MAX_METADATA_BYTES
