@@ -4,6 +4,7 @@ POST /v1/collect (in-process)."""
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -14,12 +15,16 @@ import numpy as np
 import pytest
 
 cv2 = pytest.importorskip("cv2")
-from runtime.collect import check_label, count_images, new_image_path  # noqa: E402
+from runtime.collect import LABEL_PATTERN, MAX_LABEL_BYTES, check_label, count_images, forbidden  # noqa: E402
+from runtime.collect import new_image_path  # noqa: E402
+from test_folders import JUNK_LABELS, REFUSED_LABELS  # noqa: E402  (what training refuses or skips, tested there too)
 
 ROOT = Path(__file__).parents[1]
 GOOD_LABELS = ["red cup", "T-shirt", "Ärmel 2", "靴", "a", "x" * 64, "a.b", "😀" * 63]
 BAD_LABELS = ["", ".", "..", ".hidden", "a/b", "a\\b", "tab\there", "new\nline", "nul\x00", "x" * 65, " lead",
-              "trail ", "😀" * 64]  # the last: 256 bytes in UTF-8, more than a folder name may take
+              "trail ", "😀" * 64,  # the last: 256 bytes in UTF-8, more than a folder name may take
+              *REFUSED_LABELS, *JUNK_LABELS, "des\u212atop.ini", "thumbs.db\u00ad", "\U000e0001x", "x\U000f0000",
+              "caf\udce9"]  # the last: a folder name that is not UTF-8, as Python reads it
 
 
 @pytest.mark.parametrize("label", GOOD_LABELS)
@@ -31,6 +36,40 @@ def test_good_labels_are_kept_as_they_are(label):
 def test_bad_labels_are_refused(label):
     with pytest.raises(ValueError):
         check_label(label)
+
+
+def test_an_nfd_label_is_stored_as_nfc():
+    assert check_label("cafe\u0301") == "café" and check_label("A\u0308rmel") == "Ärmel"
+
+
+def test_the_refused_characters_are_unicode_other_and_separators_but_the_space():
+    """``forbidden`` is the rule as said: categories C* and Z* (but U+0020), and / and \\; on every code point."""
+    import unicodedata
+
+    wrong = [hex(code) for code in range(sys.maxunicode + 1)
+             if forbidden(chr(code)) != (chr(code) in "/\\" or chr(code) != " "
+                                         and unicodedata.category(chr(code))[0] in "CZ")]
+    assert not wrong
+
+
+def test_the_schema_pattern_is_the_rule():
+    """LABEL_PATTERN (the API schema's) accepts what check_label accepts: any code point inside a label, and the
+    labels above (but the byte limit, which the schema cannot say)."""
+    pattern = re.compile(LABEL_PATTERN)
+    wrong = [hex(code) for code in range(sys.maxunicode + 1)
+             if bool(pattern.fullmatch(f"a{chr(code)}b")) == forbidden(chr(code))]
+    assert not wrong
+    for label in GOOD_LABELS + BAD_LABELS + ["cafe\u0301", "trains", "my test", "x.db"]:
+        if len(label.encode("utf-8", "surrogatepass")) <= MAX_LABEL_BYTES:
+            assert bool(pattern.fullmatch(label)) == accepted(label), repr(label)
+
+
+def accepted(label: str) -> bool:
+    try:
+        check_label(label)
+    except ValueError:
+        return False
+    return True
 
 
 def test_names_are_generated_and_never_taken(tmp_path):
@@ -212,12 +251,21 @@ def test_collect_saves_a_png_re_encoded(client, collect_dir):
     assert not list((collect_dir / "red cup").glob(".*"))
 
 
-@pytest.mark.parametrize("label", ["..", ".", "a/b", "", ".hidden", "a\\b", "x" * 65, "new\nline", None])
+@pytest.mark.parametrize("label", ["..", ".", "a/b", "", ".hidden", "a\\b", "x" * 65, "new\nline", None,
+                                   *REFUSED_LABELS, *JUNK_LABELS])
 def test_a_bad_label_is_422(client, collect_dir, label):
     before = sorted(p.name for p in collect_dir.rglob("*"))
     answer = post(client, label, png())
     assert answer.status_code == 422 and "label" in answer.json()["detail"]
     assert sorted(p.name for p in collect_dir.rglob("*")) == before
+
+
+def test_nfd_and_nfc_labels_go_into_one_folder(tmp_path):
+    with TestClient(create_app(ServeConfig(collect=str(tmp_path)))) as c:
+        first, second = post(c, "cafe\u0301", png()), post(c, "café", png(seed=1))
+    assert first.status_code == second.status_code == 201
+    assert first.json()["label"] == "café" and second.json()["count"] == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["café"]
 
 
 def test_uploads_are_checked_like_classify(client):

@@ -4,19 +4,27 @@ import io
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from runtime.collect import check_label
 from train import folders
 from train.folders import FolderError, load_folder
 
 ROOT = Path(__file__).parents[1]
 LABELS = ("disc", "horizontal bar", "vertikal ä")  # sorted; a space and a non-ASCII letter
+# Labels POST /v1/collect once accepted and training then refused or read as splits: NBSP, a line separator, an RTL
+# mark, a zero-width joiner, a BOM, an unassigned code point, a private-use character, split names in any case.
+REFUSED_LABELS = ["shirt\u00a0", "shirt\u2028", "a\u200fb", "a\u200db", "\ufeffshirt", "a\u0378", "a\ue000", "train",
+                  "val", "Validation", "TEST"]
+JUNK_LABELS = ["thumbs.db", "__MACOSX", "Desktop.ini"]  # ...or skipped: the uploads lost
 
 
 def shape(kind: str, rng: np.random.Generator, size: int = 32) -> np.ndarray:
@@ -290,7 +298,7 @@ def test_symbolic_links_are_read_once_and_never_loop(tmp_path):
     data = load_folder(root)
     assert data.counts["train"] == {"disc": 4, "horizontal bar": 8, "vertikal ä": 4}
     (root / "bar alias").symlink_to(bar)
-    with pytest.raises(FolderError, match="same folder"):
+    with pytest.raises(FolderError, match="horizontal bar/ and bar alias/ are the same folder"):  # two labels
         load_folder(root)
 
 
@@ -341,3 +349,100 @@ def test_the_checksum_follows_the_contents_and_export_refuses_changed_classes(tm
     (root / "disc").rename(root / "circle")
     with pytest.raises(FolderError, match="changed since training"):
         folders.load_recorded(record)
+
+
+# --- one label rule for the server, the camera demo and training ---------------------------------------------------
+
+@pytest.mark.parametrize("label", REFUSED_LABELS)
+def test_a_label_the_collector_refuses_training_refuses(tmp_path, label):
+    with pytest.raises(ValueError):
+        check_label(label)
+    root = make_folder(tmp_path / "d", per_class={LABELS[0]: 2, LABELS[1]: 2, label: 2})
+    with pytest.raises(FolderError, match=re.escape(repr(label)[1:-1])):  # the folder is named
+        load_folder(root)
+
+
+@pytest.mark.parametrize("label", JUNK_LABELS)
+def test_an_os_name_the_collector_refuses_training_skips_and_says_so(tmp_path, caplog, label):
+    with pytest.raises(ValueError, match="operating system"):
+        check_label(label)
+    root = make_folder(tmp_path / "d", per_class={LABELS[0]: 2, LABELS[1]: 2, label: 2})
+    with caplog.at_level(logging.WARNING, logger="train.folders"):
+        data = load_folder(root)
+    assert data.contract.labels == LABELS[:2]
+    assert [r.getMessage() for r in caplog.records if f"skipped {label}/" in r.getMessage()]
+
+
+def test_nfd_and_nfc_are_one_label_for_the_collector_and_training(tmp_path):
+    nfc, nfd = "café", "cafe\u0301"
+    assert check_label(nfd) == check_label(nfc) == nfc  # the collector stores both in one folder
+    root = make_folder(tmp_path / "d", per_class={LABELS[0]: 2, nfd: 2})
+    assert load_folder(root).contract.labels == (nfc, LABELS[0])
+    make_folder(root, per_class={nfc: 2})  # both spellings side by side: one label in two folders
+    with pytest.raises(FolderError, match="same label"):
+        load_folder(root)
+
+
+def test_leading_or_trailing_spaces_are_refused_not_stripped(tmp_path):
+    root = make_folder(tmp_path / "d", per_class={LABELS[0]: 2, "shirt ": 2})
+    with pytest.raises(FolderError, match="space"):
+        load_folder(root)
+
+
+# --- only regular files inside the folder ------------------------------------------------------------------------
+
+def load_within(root: Path, seconds: float = 60) -> folders.ImageFolder:
+    """load_folder, failing (not hanging) if it blocks: a FIFO opened for reading waits for a writer forever."""
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(data=load_folder(root)), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        for fifo in root.rglob("*"):  # let a reader blocked on a FIFO go (a writer opens, then closes: EOF)
+            if fifo.is_fifo():
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail(f"load_folder({root}) still running after {seconds} s")
+    return result["data"]
+
+
+def test_fifos_and_links_out_of_the_folder_are_skipped_unopened(tmp_path, caplog):
+    root = make_folder(tmp_path / "d", per_class=2)
+    os.mkfifo(root / "disc" / "pipe.png")
+    (root / "vertikal ä" / "pipe again.png").symlink_to(root / "disc" / "pipe.png")  # inside, still a FIFO
+    (root / "disc" / "kmsg.png").symlink_to("/proc/kmsg")  # reading it blocks (as root) until the kernel logs
+    (root / "horizontal bar" / "etc").symlink_to("/etc")
+    with caplog.at_level(logging.WARNING, logger="train.folders"):
+        data = load_within(root)
+    assert data.counts["train"] == dict.fromkeys(LABELS, 2)
+    reasons = dict(data.skipped)
+    assert sorted(reasons) == ["disc/kmsg.png", "disc/pipe.png", "horizontal bar/etc", "vertikal ä/pipe again.png"]
+    assert "a FIFO" in reasons["disc/pipe.png"] and "a FIFO" in reasons["vertikal ä/pipe again.png"]
+    assert "/proc/kmsg, outside the data folder" in reasons["disc/kmsg.png"]
+    assert "/etc, outside the data folder" in reasons["horizontal bar/etc"]
+    assert "skipped 4 files" in caplog.text and "horizontal bar/etc" in caplog.text
+
+
+def test_a_class_folder_linked_out_of_the_folder_is_refused(tmp_path):
+    make_folder(tmp_path / "elsewhere", per_class=2, labels=("coat",))
+    root = make_folder(tmp_path / "d", per_class=2)
+    (root / "coat").symlink_to(tmp_path / "elsewhere" / "coat")
+    with pytest.raises(FolderError, match="coat is a link to .*elsewhere/coat, outside the data folder"):
+        load_folder(root)
+
+
+def test_a_huge_file_is_skipped_from_its_size_unread(tmp_path):
+    root = make_folder(tmp_path / "d", per_class=2)
+    with open(root / "disc" / "huge.png", "wb") as f:
+        f.truncate(3 << 30)  # sparse: 3 GB that take no disk, and would take 3 GB of memory once read
+    data = load_within(root)
+    assert data.counts["train"]["disc"] == 2
+    assert data.skipped == [("disc/huge.png", f"3,221,225,472 bytes, over {folders.MAX_IMAGE_BYTES:,}: not read; "
+                                              "make it smaller")]
+
+
+def test_more_than_256_classes(tmp_path):
+    labels = [f"c{i:03d}" for i in range(257)]
+    root = make_folder(tmp_path / "d", per_class=2, labels=labels, size=8)
+    data = load_folder(root, image_size=28)
+    assert data.contract.labels == tuple(labels)
+    assert np.bincount(data.train_labels).tolist() == [2] * 257 and data.train_labels.max() == 256

@@ -7,8 +7,12 @@ Two layouts are read::
 
 Any image Pillow reads is accepted (any size; gray, colour, palette, RGBA composited on
 white, 16-bit scaled to 8-bit), turned upright by its EXIF orientation. Hidden files and
-folders are skipped silently; files that cannot be read as images are skipped and counted
-in one warning. Every image then goes through the runtime's own
+folders are skipped silently, an operating system's folders (``__MACOSX``) with a warning;
+files that cannot be read as images are skipped and counted in one warning, and so are links
+out of the folder, FIFOs and devices (never opened) and files over ``MAX_IMAGE_BYTES`` (never
+read). A class folder's name is its label by the runtime's own rule
+(``runtime.collect.check_label``, what the server and the camera demo collect into): a name
+it refuses is an error naming the folder. Every image then goes through the runtime's own
 ``runtime.preprocess.prepare``, so training sees exactly what the runtime feeds the model.
 
 Without ``val/`` the trainer carves a seeded, stratified validation split from train
@@ -22,21 +26,21 @@ import hashlib
 import io
 import logging
 import os
-import unicodedata
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from runtime.collect import SPLIT_NAMES, check_label
 from runtime.contract import Contract
 from runtime.preprocess import prepare
+from train.folder_files import (MAX_IMAGE_BYTES, files_under, hidden, log_junk_dirs, nfc,  # noqa: F401
+                                read_regular, resolved, visible_dirs)
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
-JUNK = {"thumbs.db", "desktop.ini", "__macosx"}  # OS droppings: skipped like hidden files
 MIN_SIZE, MAX_SIZE = 28, 64  # the chosen input size is clamped to this range...
 DECODE_MARGIN = 4  # JPEGs decoded with sides at least 4x the largest input side: the resize to
 # the input then averages 4x4 pixels or more, as it would from the full-size photo
@@ -56,7 +60,7 @@ class FolderError(ValueError):
 class ImageFolder:
     """A folder data set, with the interface of ``train.data.FashionMNIST`` the trainer uses."""
     train_images: np.ndarray  # (N, H, W) or (N, H, W, 3) uint8, prepared for the model
-    train_labels: np.ndarray  # (N,) uint8
+    train_labels: np.ndarray  # (N,) uint8 (int32 beyond 256 classes: ``label_dtype``)
     test_images: np.ndarray  # test/ when there is one, else the validation images
     test_labels: np.ndarray
     contract: Contract
@@ -80,44 +84,6 @@ class ImageFolder:
                 "test_is_validation": self.test_is_validation,
                 "labels": list(self.contract.labels), "counts": self.counts,
                 "skipped": len(self.skipped), "sha256": self.checksums}
-
-
-def nfc(name: str) -> str:
-    """A folder name as a label: NFC, so a name typed on macOS (NFD) matches everywhere."""
-    return unicodedata.normalize("NFC", name)
-
-
-def hidden(path: Path) -> bool:
-    return path.name.startswith(".") or path.name.lower() in JUNK
-
-
-def visible_dirs(directory: Path) -> list[Path]:
-    return sorted((p for p in directory.iterdir() if p.is_dir() and not hidden(p)), key=lambda p: nfc(p.name))
-
-
-def files_under(directory: Path) -> list[Path]:
-    """Every visible file below ``directory``, sub-folders too, hidden ones skipped.
-
-    Symbolic links are followed, but each real folder is read once, and never one that
-    holds ``directory`` itself (``ln -s .. loop`` would read every other class into this one)."""
-    top = directory.resolve()
-    found, seen, stack = [], set(), [directory]
-    while stack:  # depth-first, in name order, without recursion (a deep tree is no RecursionError)
-        folder = stack.pop()
-        real = folder.resolve()
-        if real in seen or real in top.parents:  # top itself is seen first
-            continue
-        seen.add(real)
-        subfolders = []
-        for path in sorted(folder.iterdir()):
-            if hidden(path):
-                continue
-            if path.is_dir():
-                subfolders.append(path)
-            elif path.is_file():
-                found.append(path)
-        stack.extend(reversed(subfolders))
-    return found
 
 
 def decode(path: Path | io.BytesIO, at_least: int | None = None) -> np.ndarray:
@@ -190,8 +156,9 @@ def choose_size(short_sides: list[int]) -> int:
     return int(min(max(SIZE_STEP * int(clamped / SIZE_STEP + 0.5), MIN_SIZE), MAX_SIZE))  # halves up
 
 
-def layout(root: Path) -> dict[str, Path]:
-    """{split: folder}: {"train": root} for one folder per class, else the split folders."""
+def layout(root: Path, top: Path) -> dict[str, Path]:
+    """{split: folder}: {"train": root} for one folder per class, else the split folders (inside ``top``, the
+    data folder resolved)."""
     if not root.exists():
         raise FolderError(f"{root} does not exist: make a folder with one sub-folder of images per class "
                           "(the folder names are the labels), or train/ [val/] [test/] folders holding them")
@@ -209,6 +176,7 @@ def layout(root: Path) -> dict[str, Path]:
                               "train/ folder with one sub-folder of images per class")
         splits = {}
         for d in dirs:
+            within(d, top)
             split = SPLIT_NAMES[d.name.lower()]
             if split in splits:
                 raise FolderError(f"{root} has both {splits[split].name}/ and {d.name}/: keep one of them")
@@ -217,7 +185,26 @@ def layout(root: Path) -> dict[str, Path]:
     return {"train": root}
 
 
-def class_dirs(folder: Path, root: Path) -> dict[str, Path]:
+def within(folder: Path, top: Path) -> None:
+    """FolderError unless the class or split ``folder`` is ``resolved`` inside the data folder ``top``."""
+    try:
+        resolved(folder, top)
+    except ValueError as e:
+        raise FolderError(f"{folder} is {e} (training reads only what is inside the data folder)") from None
+
+
+def class_label(folder: Path, top: Path) -> str:
+    """The label a class folder's name gives: by the runtime's one rule (``runtime.collect.check_label``, which
+    the server and the camera demo collect by), so that what they collect is what training reads; else
+    FolderError naming the folder and why."""
+    within(folder, top)
+    try:
+        return check_label(folder.name)
+    except ValueError as e:
+        raise FolderError(f"class folder {str(folder)!r}: {e}") from None
+
+
+def class_dirs(folder: Path, root: Path, top: Path) -> dict[str, Path]:
     dirs = visible_dirs(folder)
     if not dirs:
         where = "" if folder == root else f" ({folder.name}/)"
@@ -225,11 +212,7 @@ def class_dirs(folder: Path, root: Path) -> dict[str, Path]:
                           "label) with at least 2 images in each")
     labels: dict[str, Path] = {}
     for d in dirs:
-        name = nfc(d.name).strip()
-        if not name:
-            raise FolderError(f"{d}: a class folder needs a name that is not blank: rename it")
-        if any(unicodedata.category(c).startswith("C") for c in name):
-            raise FolderError(f"{str(d)!r}: a label cannot hold control or unprintable characters: rename it")
+        name = class_label(d, top)
         if name in labels:
             raise FolderError(f"{str(labels[name])!r} and {str(d)!r} are the same label {name!r}: merge or "
                               "rename one")
@@ -237,17 +220,22 @@ def class_dirs(folder: Path, root: Path) -> dict[str, Path]:
     return labels
 
 
-def check_distinct(per_split: dict[str, dict[str, Path]]) -> None:
+def check_distinct(per_split: dict[str, dict[str, Path]], root: Path) -> None:
     """No class folder may be another one (a symbolic link to it): the same images would be two
     labels, or test images would be training images."""
     seen: dict[Path, str] = {}
-    for split, classes in per_split.items():
-        for label, folder in classes.items():
-            real = folder.resolve()
+    for classes in per_split.values():
+        for folder in classes.values():
+            real, name = folder.resolve(), folder.relative_to(root).as_posix()
             if real in seen:
-                raise FolderError(f"{split}/{label} and {seen[real]} are the same folder ({real}): "
-                                  "each class and split needs its own images")
-            seen[real] = f"{split}/{label}"
+                raise FolderError(f"{name}/ and {seen[real]}/ are the same folder ({real}): each class and split "
+                                  "needs its own images; copy them, or remove the link")
+            seen[real] = name
+
+
+def label_dtype(classes: int) -> type:
+    """uint8 labels, as Fashion-MNIST's, while they fit; int32 beyond 256 classes."""
+    return np.uint8 if classes <= 256 else np.int32
 
 
 def load_folder(root: str | Path, *, image_size: int | None = None, color: str | None = None,
@@ -264,8 +252,11 @@ def load_folder(root: str | Path, *, image_size: int | None = None, color: str |
         raise FolderError(f"preprocess must be resize or object, not {preprocess!r}")
     if image_size is not None and not (isinstance(image_size, int) and 8 <= image_size <= 512):
         raise FolderError(f"image size must be an integer from 8 to 512, not {image_size!r}")
-    splits = layout(root)
-    classes = class_dirs(splits["train"], root)
+    top = root.resolve()
+    splits = layout(root, top)
+    for folder in dict.fromkeys([root, *splits.values()]):
+        log_junk_dirs(folder, root)
+    classes = class_dirs(splits["train"], root, top)
     labels = tuple(classes)
     if len(labels) < 2:
         raise FolderError(f"only one class ({labels[0]!r}) in {splits['train']}: add a sub-folder of images "
@@ -274,7 +265,7 @@ def load_folder(root: str | Path, *, image_size: int | None = None, color: str |
     for split in ("val", "test"):
         if split not in splits:
             continue
-        theirs = class_dirs(splits[split], root)
+        theirs = class_dirs(splits[split], root, top)
         if set(theirs) != set(labels):
             missing, extra = sorted(set(labels) - set(theirs)), sorted(set(theirs) - set(labels))
             fix = []
@@ -286,7 +277,7 @@ def load_folder(root: str | Path, *, image_size: int | None = None, color: str |
             raise FolderError(f"the classes of {splits[split]} differ from those of {splits['train']}: "
                               f"{'; '.join(fix)}")
         per_split[split] = theirs
-    check_distinct(per_split)
+    check_distinct(per_split, root)
 
     # first pass: decode everything once; sizes and colours decide the contract
     at_least = DECODE_MARGIN * max(image_size or MAX_SIZE, MAX_SIZE)
@@ -297,10 +288,12 @@ def load_folder(root: str | Path, *, image_size: int | None = None, color: str |
     for split, dirs in per_split.items():
         found[split] = []
         for index, label in enumerate(labels):
-            for path in files_under(dirs[label]):
+            paths, refused = files_under(dirs[label], top)
+            skipped += [(path.relative_to(root).as_posix(), reason) for path, reason in refused]
+            for path in paths:
                 relative = path.relative_to(root).as_posix()
                 try:
-                    data = path.read_bytes()
+                    data = read_regular(path)
                     if not data:
                         raise ValueError("empty file")
                     pixels = decode(io.BytesIO(data), at_least)
@@ -317,7 +310,8 @@ def load_folder(root: str | Path, *, image_size: int | None = None, color: str |
                                           pixels if keep else None))
     if skipped:
         names = ", ".join(f"{p} ({r})" for p, r in skipped[:SHOW_SKIPPED])
-        log.warning("skipped %d unreadable file%s (not an image, empty or truncated): %s%s", len(skipped),
+        log.warning("skipped %d file%s (not an image, empty, truncated, too big, a FIFO or device, or a link out "
+                    "of the folder): %s%s", len(skipped),
                     "s" if len(skipped) != 1 else "", names,
                     f" and {len(skipped) - SHOW_SKIPPED} more" if len(skipped) > SHOW_SKIPPED else "")
 
@@ -352,12 +346,12 @@ def load_folder(root: str | Path, *, image_size: int | None = None, color: str |
     for split, items in found.items():
         images = np.empty((len(items), *contract.image_shape), np.uint8)
         for i, f in enumerate(items):
-            pixels = f.pixels if f.pixels is not None else decode(f.path, at_least)
+            pixels = f.pixels if f.pixels is not None else decode(io.BytesIO(read_regular(f.path)), at_least)
             f.pixels = None  # free the decoded copy as soon as it is prepared
             images[i] = np.clip(np.round(prepare(pixels, contract).image * 255), 0, 255).astype(np.uint8)
         if contract.channels == 1:
             images = images[..., 0]
-        arrays[split] = (images, np.array([f.label for f in items], np.uint8))
+        arrays[split] = (images, np.array([f.label for f in items], label_dtype(len(labels))))
 
     for split in counts:
         log.info("%s: %s", split, ", ".join(f"{label} {n}" for label, n in counts[split].items()))

@@ -1,0 +1,126 @@
+"""Which files of a data folder training reads, and how: hidden files and an operating system's
+folders skipped, links followed inside the folder only, only regular files opened (never a FIFO
+or a device: reading one blocks, or never ends), none over ``MAX_IMAGE_BYTES`` read."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import unicodedata
+from pathlib import Path
+
+from runtime.collect import JUNK_NAMES
+
+log = logging.getLogger("train.folders")
+
+JUNK = JUNK_NAMES  # OS droppings, skipped like hidden files (the label rule refuses these names)
+MAX_IMAGE_BYTES = 64 << 20  # per file: a phone photo takes a few MB, a 16-bit scan tens; a bigger file (a 3 GB
+# sparse one, a disk image) is skipped from its size, never read
+
+
+def nfc(name: str) -> str:
+    """A folder name as a label: NFC, so a name typed on macOS (NFD) matches everywhere."""
+    return unicodedata.normalize("NFC", name)
+
+
+def junk(name: str) -> bool:
+    """An operating system's file or folder (Thumbs.db, desktop.ini, __MACOSX), as the label rule sees names."""
+    return nfc(name).lower() in JUNK
+
+
+def hidden(path: Path) -> bool:
+    return path.name.startswith(".") or junk(path.name)
+
+
+def visible_dirs(directory: Path) -> list[Path]:
+    return sorted((p for p in directory.iterdir() if p.is_dir() and not hidden(p)), key=lambda p: nfc(p.name))
+
+
+def log_junk_dirs(directory: Path, root: Path) -> None:
+    """Say which folders of ``directory`` are skipped as an operating system's: not silently, as a class's images
+    put there (by hand, or by a collector before the label rule refused such names) would be lost."""
+    for path in sorted(directory.iterdir()):
+        if junk(path.name) and path.is_dir():
+            log.warning("skipped %s/: an operating system's folder (Thumbs.db, desktop.ini, __MACOSX), not a class; "
+                        "rename it if it holds a class's images", path.relative_to(root).as_posix())
+
+
+def resolved(path: Path, top: Path) -> Path:
+    """``path`` with its links followed, else ValueError: a broken link, a loop, or a link out of ``top`` (the data
+    folder, resolved): reading through it could read anything (/etc, /proc, another user's files)."""
+    try:
+        real = path.resolve(strict=True)
+    except FileNotFoundError:
+        raise ValueError("a broken link (or removed meanwhile)") from None
+    except (OSError, RuntimeError):  # a link loop (RuntimeError before Python 3.13)
+        raise ValueError("a link loop") from None
+    if not real.is_relative_to(top):
+        raise ValueError(f"a link to {real}, outside the data folder: copy what it holds into the folder")
+    return real
+
+
+def kind_of(path: Path, top: Path) -> str:
+    """"dir" or "file" for what ``files_under`` reads, else ValueError saying why it is skipped: not ``resolved``, a
+    FIFO, a device or a socket (reading one blocks, or never ends: it is never opened), a file over
+    MAX_IMAGE_BYTES. Decided from ``stat``, which opens nothing."""
+    real = resolved(path, top)
+    try:
+        info = real.stat()
+    except OSError as e:  # removed meanwhile, no permission
+        raise ValueError(f"cannot be read: {e.strerror or e}") from None
+    if stat.S_ISDIR(info.st_mode):
+        return "dir"
+    check_regular(info)
+    return "file"
+
+
+def check_regular(info: os.stat_result) -> None:
+    """ValueError unless ``info`` is a regular file of at most MAX_IMAGE_BYTES."""
+    if not stat.S_ISREG(info.st_mode):
+        what = ("a FIFO" if stat.S_ISFIFO(info.st_mode) else "a device" if stat.S_ISCHR(info.st_mode)
+                or stat.S_ISBLK(info.st_mode) else "a socket" if stat.S_ISSOCK(info.st_mode) else "not a file")
+        raise ValueError(f"not a regular file ({what}): not opened")
+    if info.st_size > MAX_IMAGE_BYTES:
+        raise ValueError(f"{info.st_size:,} bytes, over {MAX_IMAGE_BYTES:,}: not read; make it smaller")
+
+
+def read_regular(path: Path) -> bytes:
+    """The bytes of ``path``, a regular file of at most MAX_IMAGE_BYTES, else ValueError. Checked again on the open
+    file (non-blocking, so a file swapped for a FIFO since ``kind_of`` cannot block), and read no further than
+    the limit."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    with open(fd, "rb") as file:
+        check_regular(os.fstat(fd))
+        data = file.read(MAX_IMAGE_BYTES + 1)
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ValueError(f"over {MAX_IMAGE_BYTES:,} bytes: not read; make it smaller")
+    return data
+
+
+def files_under(directory: Path, top: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Every visible regular file below ``directory``, sub-folders too, hidden ones skipped; and the entries
+    skipped for what they are, with the reason (``kind_of``).
+
+    Symbolic links are followed inside the data folder ``top`` only, but each real folder is read once,
+    and never one that holds ``directory`` itself (``ln -s .. loop`` would read every other class into this one)."""
+    start = directory.resolve()
+    found, skipped, seen, stack = [], [], set(), [directory]
+    while stack:  # depth-first, in name order, without recursion (a deep tree is no RecursionError)
+        folder = stack.pop()
+        real = folder.resolve()
+        if real in seen or real in start.parents:  # start itself is seen first
+            continue
+        seen.add(real)
+        subfolders = []
+        for path in sorted(folder.iterdir()):
+            if hidden(path):
+                continue
+            try:
+                kind = kind_of(path, top)
+            except ValueError as e:
+                skipped.append((path, str(e)))
+                continue
+            (subfolders if kind == "dir" else found).append(path)
+        stack.extend(reversed(subfolders))
+    return found, skipped
