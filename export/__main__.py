@@ -82,7 +82,7 @@ def parity(args, qat_model, dataset, models: dict[str, Path]) -> int:
     max_drop, min_agreement = gate.thresholds(len(images))
     # golden file: the QAT model's top-1 on the test set, for tests of the bundled models
     with atomic_path(args.out / GOLDEN) as tmp:
-        np.save(tmp, reference.argmax(1).astype(np.uint8 if len(contract.labels) <= 256 else np.int32))
+        np.save(tmp, reference.argmax(1).astype(contract.label_dtype))
     problems = gate.failures(results, len(images))
     folder = getattr(dataset, "kind", "fashion-mnist") == "folder"
     test_is_validation = bool(getattr(dataset, "test_is_validation", False))

@@ -71,6 +71,11 @@ class Contract:
         return self.image_shape
 
     @property
+    def label_dtype(self) -> type:
+        """The integer type of a class index: uint8, as Fashion-MNIST's, while the labels fit; int32 beyond 256."""
+        return np.uint8 if len(self.labels) <= 256 else np.int32
+
+    @property
     def color(self) -> str:
         return CHANNELS[self.channels]
 

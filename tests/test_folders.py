@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from runtime.collect import check_label
-from train import folders
+from train import folder_files, folders
 from train.folders import FolderError, load_folder
 
 ROOT = Path(__file__).parents[1]
@@ -436,7 +436,7 @@ def test_a_huge_file_is_skipped_from_its_size_unread(tmp_path):
         f.truncate(3 << 30)  # sparse: 3 GB that take no disk, and would take 3 GB of memory once read
     data = load_within(root)
     assert data.counts["train"]["disc"] == 2
-    assert data.skipped == [("disc/huge.png", f"3,221,225,472 bytes, over {folders.MAX_IMAGE_BYTES:,}: not read; "
+    assert data.skipped == [("disc/huge.png", f"3,221,225,472 bytes, over {folder_files.MAX_IMAGE_BYTES:,}: not read; "
                                               "make it smaller")]
 
 

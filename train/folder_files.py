@@ -12,9 +12,8 @@ from pathlib import Path
 
 from runtime.collect import JUNK_NAMES
 
-log = logging.getLogger("train.folders")
+log = logging.getLogger("train.folders")  # its warnings are the folder loader's
 
-JUNK = JUNK_NAMES  # OS droppings, skipped like hidden files (the label rule refuses these names)
 MAX_IMAGE_BYTES = 64 << 20  # per file: a phone photo takes a few MB, a 16-bit scan tens; a bigger file (a 3 GB
 # sparse one, a disk image) is skipped from its size, never read
 
@@ -26,7 +25,7 @@ def nfc(name: str) -> str:
 
 def junk(name: str) -> bool:
     """An operating system's file or folder (Thumbs.db, desktop.ini, __MACOSX), as the label rule sees names."""
-    return nfc(name).lower() in JUNK
+    return nfc(name).lower() in JUNK_NAMES
 
 
 def hidden(path: Path) -> bool:

@@ -9,8 +9,8 @@ Any image Pillow reads is accepted (any size; gray, colour, palette, RGBA compos
 white, 16-bit scaled to 8-bit), turned upright by its EXIF orientation. Hidden files and
 folders are skipped silently, an operating system's folders (``__MACOSX``) with a warning;
 files that cannot be read as images are skipped and counted in one warning, and so are links
-out of the folder, FIFOs and devices (never opened) and files over ``MAX_IMAGE_BYTES`` (never
-read). A class folder's name is its label by the runtime's own rule
+out of the folder, FIFOs and devices (never opened) and files over
+``train.folder_files.MAX_IMAGE_BYTES`` (never read). A class folder's name is its label by the runtime's own rule
 (``runtime.collect.check_label``, what the server and the camera demo collect into): a name
 it refuses is an error naming the folder. Every image then goes through the runtime's own
 ``runtime.preprocess.prepare``, so training sees exactly what the runtime feeds the model.
@@ -35,8 +35,7 @@ import numpy as np
 from runtime.collect import SPLIT_NAMES, check_label
 from runtime.contract import Contract
 from runtime.preprocess import prepare
-from train.folder_files import (MAX_IMAGE_BYTES, files_under, hidden, log_junk_dirs, nfc,  # noqa: F401
-                                read_regular, resolved, visible_dirs)
+from train.folder_files import files_under, log_junk_dirs, nfc, read_regular, resolved, visible_dirs
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +59,7 @@ class FolderError(ValueError):
 class ImageFolder:
     """A folder data set, with the interface of ``train.data.FashionMNIST`` the trainer uses."""
     train_images: np.ndarray  # (N, H, W) or (N, H, W, 3) uint8, prepared for the model
-    train_labels: np.ndarray  # (N,) uint8 (int32 beyond 256 classes: ``label_dtype``)
+    train_labels: np.ndarray  # (N,) uint8 (int32 beyond 256 classes: ``Contract.label_dtype``)
     test_images: np.ndarray  # test/ when there is one, else the validation images
     test_labels: np.ndarray
     contract: Contract
@@ -233,11 +232,6 @@ def check_distinct(per_split: dict[str, dict[str, Path]], root: Path) -> None:
             seen[real] = name
 
 
-def label_dtype(classes: int) -> type:
-    """uint8 labels, as Fashion-MNIST's, while they fit; int32 beyond 256 classes."""
-    return np.uint8 if classes <= 256 else np.int32
-
-
 def load_folder(root: str | Path, *, image_size: int | None = None, color: str | None = None,
                 preprocess: str | None = None, seed: int = 42,
                 validation_fraction: float = VALIDATION_FRACTION) -> ImageFolder:
@@ -351,7 +345,7 @@ def load_folder(root: str | Path, *, image_size: int | None = None, color: str |
             images[i] = np.clip(np.round(prepare(pixels, contract).image * 255), 0, 255).astype(np.uint8)
         if contract.channels == 1:
             images = images[..., 0]
-        arrays[split] = (images, np.array([f.label for f in items], label_dtype(len(labels))))
+        arrays[split] = (images, np.array([f.label for f in items], contract.label_dtype))
 
     for split in counts:
         log.info("%s: %s", split, ", ".join(f"{label} {n}" for label, n in counts[split].items()))

@@ -431,7 +431,8 @@ def app_from_env() -> FastAPIOffline:
     What is alive once the app is made (the model, the libraries, the routes: several hundred
     thousand objects) lives as long as the process: ``gc.freeze`` takes it out of the cyclic
     collector's sight, whose full passes over it stalled every request in flight (measured with
-    `wrk -c32`, 2 workers, 28x28 PNGs: p99 39-49 ms before, 16-28 ms after, the same throughput)."""
+    `wrk -c32`, 2 workers, the load test's small PNGs: p99 39-49 ms before, 16-24 ms after, the
+    same throughput)."""
     app = make_app(ServeConfig.from_env())
     gc.collect()
     gc.freeze()
