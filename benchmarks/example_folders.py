@@ -7,6 +7,9 @@
               frames by runtime.camera_sim (JPEG; 300 per class to train, 100 per class held out)
     messy     the garments photos with a tenfold imbalance, mixed formats (PNG, RGBA, 16-bit,
               JPEG with EXIF orientation, palette) and junk (empty, truncated, text, hidden files)
+    objects   harder desk photos of 5 other classes: 320x240 to 1024x768, portrait and landscape,
+              JPEG and PNG, the object 20-80% of the frame's height anywhere near the centre, on
+              backdrops of any colour, light or dark (300 per class to train, 100 held out)
 
     pip install scikit-learn scikit-image      # or: pip install -e '.[examples]'
     python benchmarks/example_folders.py /tmp/folders [--only digits,faces]
@@ -24,11 +27,13 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-EXAMPLES = ("digits", "faces", "garments", "messy")
+EXAMPLES = ("digits", "faces", "garments", "messy", "objects")
 # distinct garments (Fashion-MNIST label: folder name); shirt/pullover/coat look alike at 64 px
 GARMENTS = {0: "t-shirt", 1: "trouser", 7: "sneaker", 8: "bag", 9: "ankle boot"}
 GARMENT_TRAIN, GARMENT_TEST = 300, 100  # per class
 MESSY_RARE = ("bag", "sneaker")  # a tenth of the images of the other classes
+OBJECTS = {1: "trouser", 3: "dress", 5: "sandal", 8: "bag", 9: "ankle boot"}
+OBJECT_SIZES = ((320, 240), (640, 480), (800, 600), (1024, 768))  # (width, height), either way round
 
 
 def split_write(root: Path, images, labels, names, test_fraction: float, save, seed: int = 0) -> int:
@@ -64,9 +69,11 @@ def faces(root: Path) -> int:
     return split_write(root, images, labels, ["face", "not a face"], 0.25, png)
 
 
-def garment_frames(per_class: int, split: str, seed: int):
-    """(frames, labels): ``per_class`` official ``split`` images of each GARMENTS class, each
-    rendered into a 640x480 BGR camera frame on a desk (``camera_sim.DESK``)."""
+def garment_frames(per_class: int, split: str, seed: int, classes: dict[int, str] = GARMENTS,
+                   scene=None, sizes: tuple[tuple[int, int], ...] = ((640, 480),)):
+    """(frames, labels): ``per_class`` official ``split`` images of each of ``classes``, each
+    rendered into a BGR camera frame (``scene``, default ``camera_sim.DESK``) of a size drawn
+    from ``sizes`` (width, height; either way round when there is more than one)."""
     from runtime.camera_sim import DESK, render
     from train import data as fmnist
 
@@ -74,9 +81,13 @@ def garment_frames(per_class: int, split: str, seed: int):
     source = (ds.train_images, ds.train_labels) if split == "train" else (ds.test_images, ds.test_labels)
     rng = np.random.default_rng(seed)
     frames, labels = [], []
-    for k, c in enumerate(GARMENTS):
+    for k, c in enumerate(classes):
         for i in rng.permutation(np.flatnonzero(source[1] == c))[:per_class]:
-            frames.append(render(source[0][i], rng, DESK))
+            size = sizes[0]
+            if len(sizes) > 1:
+                size = sizes[rng.integers(len(sizes))]
+                size = size if rng.random() < 0.5 else size[::-1]  # portrait or landscape
+            frames.append(render(source[0][i], rng, scene or DESK, size))
             labels.append(k)
     return frames, np.array(labels)
 
@@ -147,6 +158,28 @@ def messy(root: Path) -> int:
     return count
 
 
+def objects(root: Path) -> int:
+    from runtime.camera_sim import Scene
+
+    scene = Scene(height_range=(0.2, 0.8), max_offset=0.15, texture=0.06, vignette=0.2, shadow=0.3,
+                  backdrop_level=(120.0, 240.0), backdrop_tint=(0.3, 1.0), object_level=(10.0, 110.0),
+                  dark_backdrop=0.3)
+    names = list(OBJECTS.values())
+    rng = np.random.default_rng(6)
+    count = 0
+    for split, per_class, seed in (("train", GARMENT_TRAIN, 7), ("test", GARMENT_TEST, 8)):
+        frames, labels = garment_frames(per_class, split, seed, OBJECTS, scene, OBJECT_SIZES)
+        for i, (frame, label) in enumerate(zip(frames, labels)):
+            folder = root / split / names[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            if rng.random() < 0.5:
+                jpeg(frame, folder / f"{i:05d}", quality=int(rng.integers(70, 95)))
+            else:
+                png(frame[..., ::-1], folder / f"{i:05d}")
+        count += len(frames)
+    return count
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", type=Path, help="a folder per example is written in here")
@@ -156,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(chosen) - set(EXAMPLES))
     if unknown:
         p.error(f"unknown example {', '.join(unknown)}: choose from {', '.join(EXAMPLES)}")
-    makers = {"digits": digits, "faces": faces, "garments": garments, "messy": messy}
+    makers = {"digits": digits, "faces": faces, "garments": garments, "messy": messy, "objects": objects}
     for name in chosen:
         root = args.out / name
         if root.exists() and any(root.iterdir()):

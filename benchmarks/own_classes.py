@@ -1,7 +1,9 @@
 """Your own classes, end to end: for each folder, `python -m train --data DIR`, then
 `python -m export --format all`, then held-out accuracy through `runtime.Predictor` with
-every exported model, images read from DIR/test/ by OpenCV (not by the training code).
-Prints a table and writes JSON.
+every exported model, images read from DIR/test/ by OpenCV (not by the training code); then
+the baselines of benchmarks/baselines.py on the same folder (an SVM and a logistic regression on
+our model's own crops; the Keras tutorial's approach for our train + export wall time), unless
+``--no-baselines``. Prints a table and writes JSON.
 
     python benchmarks/example_folders.py /tmp/folders
     python benchmarks/own_classes.py /tmp/folders/digits /tmp/folders/faces --out /tmp/own
@@ -21,11 +23,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from baselines import classic, held_out, keras_tutorial, scores  # noqa: E402
 from runtime.files import write_json  # noqa: E402
 
 MODELS = ("fashion_int8.tflite", "fashion_int8.onnx", "fashion_float.onnx")
@@ -42,18 +43,6 @@ def run(command: list[str], log: Path) -> float:
     return time.time() - started
 
 
-def held_out(folder: Path) -> tuple[list[Path], list[str]]:
-    """The test/ images and their labels (folder names), hidden files skipped."""
-    paths, labels = [], []
-    for class_dir in sorted((folder / "test").iterdir()):
-        if class_dir.is_dir() and not class_dir.name.startswith("."):
-            for path in sorted(class_dir.rglob("*")):
-                if path.is_file() and not path.name.startswith("."):
-                    paths.append(path)
-                    labels.append(class_dir.name)
-    return paths, labels
-
-
 def evaluate(model: Path, paths: list[Path], labels: list[str]) -> dict:
     import cv2
 
@@ -64,13 +53,10 @@ def evaluate(model: Path, paths: list[Path], labels: list[str]) -> dict:
     for path in paths:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # BGR, EXIF orientation applied
         answers.append(predictor.predict(image).label if image is not None else None)
-    answers, truth = np.array(answers, dtype=object), np.array(labels, dtype=object)
-    per_class = {name: float(np.mean(answers[truth == name] == name)) for name in sorted(set(labels))}
-    return {"accuracy": float(np.mean(answers == truth)), "per_class": per_class,
-            "worst_class": min(per_class, key=per_class.get), "unreadable": int(sum(a is None for a in answers))}
+    return {**scores(answers, labels), "unreadable": answers.count(None)}
 
 
-def one_folder(folder: Path, out: Path, train_args: list[str]) -> dict:
+def one_folder(folder: Path, out: Path, train_args: list[str], baselines: bool) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     python = sys.executable
     train_s = run([python, "-m", "train", "--data", str(folder), "--out", str(out), *train_args],
@@ -81,12 +67,51 @@ def one_folder(folder: Path, out: Path, train_args: list[str]) -> dict:
     parity = json.loads((out / "parity.json").read_text())
     paths, labels = held_out(folder)
     models = {name: evaluate(out / name, paths, labels) for name in MODELS}
-    return {"folder": str(folder), "train_args": train_args, "train_s": round(train_s, 1),
-            "export_s": round(export_s, 1), "total_s": round(train_s + export_s, 1),
-            "contract": report["contract"], "config": report["config"], "train_images": report["data"]["train"],
-            "test_images": len(paths), "qat_report_accuracy": report["qat"]["test_accuracy"],
-            "float_epochs_run": report["float"]["epochs_run"], "parity_passed": parity["passed"],
-            "models": models}
+    result = {"folder": str(folder), "train_args": train_args, "train_s": round(train_s, 1),
+              "export_s": round(export_s, 1), "total_s": round(train_s + export_s, 1),
+              "contract": report["contract"], "config": report["config"], "train_images": report["data"]["train"],
+              "test_images": len(paths), "qat_report_accuracy": report["qat"]["test_accuracy"],
+              "float_epochs_run": report["float"]["epochs_run"], "parity_passed": parity["passed"],
+              "models": models}
+    if baselines:  # the classic ones see our recorded crops; the tutorial gets our wall time
+        result["baselines"] = {"classic": classic(folder, report["data"]),
+                               "keras_tutorial": keras_tutorial(folder, train_s + export_s)}
+    return result
+
+
+def lead(run: dict) -> float:
+    """Our int8 TFLite model's accuracy minus the best baseline's (the Keras tutorial's only if it ran)."""
+    b = run["baselines"]
+    others = [b["classic"]["svm"]["accuracy"], b["classic"]["logistic"]["accuracy"]]
+    if not b["keras_tutorial"]["failed"]:
+        others.append(b["keras_tutorial"]["accuracy"])
+    return run["models"]["fashion_int8.tflite"]["accuracy"] - max(others)
+
+
+def print_table(results: dict, baselines: bool) -> None:
+    header = (f"\n{'folder':<12}{'input':>10}{'train':>7}{'test':>6}{'minutes':>9}{'float ONNX':>12}"
+              f"{'int8 TFLite':>13}{'int8 ONNX':>11}{'worst class (int8 TFLite)':>27}{'parity':>8}")
+    if baselines:
+        header += f"{'SVM':>8}{'logistic':>10}{'Keras tutorial':>20}{'vs best':>10}"
+    print(header)
+    for name, r in results.items():
+        c, m = r["contract"], r["models"]
+        shape = "x".join(str(n) for n in c["input"]["shape"][1:])
+        tfl = m["fashion_int8.tflite"]
+        worst = f"{tfl['worst_class']} {tfl['per_class'][tfl['worst_class']]:.1%}"
+        line = (f"{name:<12}{shape:>10}{r['train_images']:>7}{r['test_images']:>6}{r['total_s'] / 60:>9.1f}"
+                f"{m['fashion_float.onnx']['accuracy']:>12.2%}{tfl['accuracy']:>13.2%}"
+                f"{m['fashion_int8.onnx']['accuracy']:>11.2%}{worst:>27}"
+                f"{'passed' if r['parity_passed'] else 'FAILED':>8}")
+        if baselines:
+            svm, logistic = r["baselines"]["classic"]["svm"], r["baselines"]["classic"]["logistic"]
+            k = r["baselines"]["keras_tutorial"]
+            keras_text = "failed" if k["failed"] else f"{k['accuracy']:.2%} ({k['epochs']} ep)"
+            line += (f"{svm['accuracy']:>8.2%}{logistic['accuracy']:>10.2%}{keras_text:>20}"
+                     f"{100 * lead(r):>+8.2f}pp")
+        print(line)
+        if baselines and r["baselines"]["keras_tutorial"]["failed"]:
+            print(f"  {name}: the Keras tutorial failed: {r['baselines']['keras_tutorial']['failed']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,25 +121,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folders", type=Path, nargs="+")
     p.add_argument("--out", type=Path, default=Path("artifacts/own_classes"))
+    p.add_argument("--no-baselines", action="store_true", help="only our own model (benchmarks/baselines.py skipped)")
     args = p.parse_args(argv)
     for folder in args.folders:
         if not (folder / "test").is_dir():
             p.error(f"{folder} has no test/ folder of held-out images")
     results = {}
     for folder in args.folders:
-        results[folder.name] = one_folder(folder, args.out / folder.name, train_args)
+        results[folder.name] = one_folder(folder, args.out / folder.name, train_args, not args.no_baselines)
         write_json(args.out / "own_classes.json", {"runs": results})
-    print(f"\n{'folder':<12}{'input':>12}{'train':>7}{'test':>6}{'minutes':>9}{'float ONNX':>12}"
-          f"{'int8 TFLite':>13}{'int8 ONNX':>11}{'worst class (int8 TFLite)':>30}{'parity':>8}")
-    for name, r in results.items():
-        c, m = r["contract"], r["models"]
-        shape = "x".join(str(n) for n in c["input"]["shape"][1:])
-        tfl = m["fashion_int8.tflite"]
-        worst = f"{tfl['worst_class']} {tfl['per_class'][tfl['worst_class']]:.1%}"
-        print(f"{name:<12}{shape:>12}{r['train_images']:>7}{r['test_images']:>6}{r['total_s'] / 60:>9.1f}"
-              f"{m['fashion_float.onnx']['accuracy']:>12.2%}{tfl['accuracy']:>13.2%}"
-              f"{m['fashion_int8.onnx']['accuracy']:>11.2%}{worst:>30}"
-              f"{'passed' if r['parity_passed'] else 'FAILED':>8}")
+    print_table(results, not args.no_baselines)
     print(f"wrote {args.out / 'own_classes.json'}")
     return 0
 

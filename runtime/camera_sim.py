@@ -53,6 +53,12 @@ class Scene:
     perspective: float = 0.0  # largest corner shift, as a fraction of the frame (a camera not square-on)
     jpeg_range: tuple[int, int] | None = None  # JPEG quality drawn per frame (overrides jpeg_quality)
     black_fill: bool = False  # perspective leaves black corners (OpenCV's default), not mirrored edges
+    # colours: a light backdrop (level x per-channel tint) and a dark object, as a garment on a desk;
+    # with ``dark_backdrop`` that chance of the reverse (a light object on a dark cloth or table)
+    backdrop_level: tuple[float, float] = (170.0, 235.0)
+    backdrop_tint: tuple[float, float] = (0.8, 1.0)  # per channel: (0.3, 1.0) gives strongly coloured backdrops
+    object_level: tuple[float, float] = (10.0, 80.0)  # per channel
+    dark_backdrop: float = 0.0
 
 
 STANDARD = Scene()
@@ -91,6 +97,7 @@ def render(garment: np.ndarray, rng: np.random.Generator, scene: Scene = STANDAR
     if cv2 is None:
         raise RuntimeError("rendering camera frames needs OpenCV: pip install 'fashion-edge[camera]'")
     width, height = size
+    dark = bool(scene.dark_backdrop) and rng.random() < scene.dark_backdrop  # drawn only when asked for
     # 1. the garment's coverage (alpha), scaled, rotated and placed off centre
     side = int(height * rng.uniform(*scene.height_range))
     alpha = cv2.resize(garment.astype(np.float32) / 255, (side, side), interpolation=cv2.INTER_CUBIC)
@@ -100,8 +107,8 @@ def render(garment: np.ndarray, rng: np.random.Generator, scene: Scene = STANDAR
     matrix[:, 2] += (cx - side / 2, cy - side / 2)
     alpha = np.clip(cv2.warpAffine(alpha, matrix, (width, height)), 0, 1)[..., None]
     # 2. a light, tinted backdrop with a lighting gradient; a dark, coloured garment
-    tint = rng.uniform(0.8, 1.0, 3)
-    backdrop = rng.uniform(170, 235) * tint
+    tint = rng.uniform(*scene.backdrop_tint, 3)
+    backdrop = rng.uniform(*scene.backdrop_level) * tint
     angle = rng.uniform(0, 2 * np.pi)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     ramp = ((xx / width - 0.5) * np.cos(angle) + (yy / height - 0.5) * np.sin(angle))
@@ -114,7 +121,9 @@ def render(garment: np.ndarray, rng: np.random.Generator, scene: Scene = STANDAR
         surface = surface * texture(rng, scene, height, width)
     surface = shadows(surface, alpha[..., 0], rng, scene)
     surface = clutter(surface, rng, scene, xx, yy)
-    cloth = rng.uniform(10, 80, 3)
+    cloth = rng.uniform(*scene.object_level, 3)
+    if dark:  # the reverse: a dark surface (its texture and shadow kept) under a light object
+        surface, cloth = surface * 0.3, 255 - cloth
     frame = (surface * (1 - alpha) + cloth * alpha) * light
     frame = phone_colour(frame, rng, scene)
     # 3. optics and sensor: perspective, blur, motion, noise

@@ -5,7 +5,8 @@ or RGB). Anything else (gray, BGR, BGRA, any size, a camera frame) is prepared b
 contract's preprocessing kind:
 
 - ``resize``: the whole image (or the roi) resized to the input, in gray or RGB.
-- ``object``: find the object against the backdrop (``locate``: grayscale; a backdrop
+- ``object``: find the object against the backdrop (``locate``: grayscale, else the colour
+  channel the object stands out in most, for an object that differs only in colour; a backdrop
   surface fitted to the border, a plane plus the lens's vignetting, robust to a table edge
   or a keyboard along one side; polarity; a threshold; bands along a side, square-on or at
   an angle, arms reaching in from a side to the garment, and black fill at the edges (a
@@ -15,7 +16,8 @@ contract's preprocessing kind:
   becomes bright, as Fashion-MNIST negated its photos), the backdrop's texture below a floor
   dropped, stood upright when it is mirror-symmetric at a tilt (``upright``), longest side
   filling the input, centred, contrast stretched. Three channels: the object's box widened
-  to the input's aspect ratio, in RGB. ``found`` is False when nothing stands out, and also
+  to the input's aspect ratio, in RGB. ``found`` is False when nothing stands out (one
+  channel is then black, three the whole picture), and also
   when the segmentation is not sound (the object runs off the frame, or clutter at the edge
   outweighs it): then the image is a best guess, and a user interface should say so.
 
@@ -101,6 +103,7 @@ class Located:
     light_backdrop: bool  # a dark object on a light backdrop
     sound: bool = True  # the object is whole and clear of clutter (see object_box); else a best guess
     texture: float = 0.0  # the backdrop's robust spread around the backdrop map (0-1)
+    clarity: float = 0.0  # how far the object stands out: its threshold over the backdrop's texture
 
 
 def validate(image: object) -> np.ndarray:
@@ -689,7 +692,8 @@ def locate(gray: np.ndarray) -> Located | None:
     x1, y1 = min(w, int(np.ceil((x + bw + m) * sx))), min(h, int(np.ceil((y + bh + m) * sy)))
     if x1 - x0 < 2 or y1 - y0 < 2:
         return None
-    return Located((x0, y0, x1, y1), out.coef, out.light_backdrop, sound, out.texture)
+    return Located((x0, y0, x1, y1), out.coef, out.light_backdrop, sound, out.texture,
+                   out.threshold / max(out.texture, 1e-3))
 
 
 def object_signal(gray: np.ndarray, found: Located, height: int, width: int) -> np.ndarray:
@@ -721,8 +725,16 @@ def find_object(image: np.ndarray, contract: Contract) -> Prepared:
     """The ``object`` kind: locate the object and frame it as the training data were."""
     gray = to_gray(image)
     found = locate(gray)
-    if found is None:
-        return Prepared(np.zeros(contract.image_shape, np.float32), False, None)
+    if found is None and image.ndim == 3 and image.shape[2] >= 3:  # an object that differs from its
+        # backdrop in colour, not in brightness (green on red): the colour channel it stands out in most
+        channels = [np.ascontiguousarray(image[..., c]) for c in range(3)]
+        views = [(f, channel) for f, channel in zip(map(locate, channels), channels) if f is not None]
+        if views:
+            found, gray = max(views, key=lambda view: (view[0].sound, view[0].clarity))
+    if found is None:  # nothing stands out: in colour the whole picture (the crops' domain, wider), in gray
+        # black (the object signal is a departure from a backdrop; there is none)
+        blank = resize_whole(image, contract) if contract.channels == 3 else np.zeros(contract.image_shape, np.float32)
+        return Prepared(blank, False, None)
     if contract.channels == 1:
         framed = object_signal(gray, found, contract.height, contract.width)
     else:

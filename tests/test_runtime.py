@@ -176,6 +176,29 @@ def test_an_image_the_garment_fills_is_framed_like_the_dataset(int8, fashion, si
     assert framed >= as_arrays - 0.05, (framed, as_arrays)  # 6-13 pp lower without it (experiments.enlarged)
 
 
+def test_an_object_that_differs_only_in_colour_is_found(int8, fashion):
+    """A garment as bright as its backdrop, told apart by hue alone (green on red, blue on green):
+    found in the colour channel it stands out in, framed and classified as the gray frame would be."""
+    from runtime import camera_sim
+    from runtime.preprocess import to_gray
+
+    rng = np.random.default_rng(5)
+    hits = found = 0
+    for image, label in zip(fashion.test_images[:40], fashion.test_labels[:40]):
+        alpha = camera_sim.render(image, rng, camera_sim.Scene(blur_sigma=(0.5, 0.5), noise_sigma=(0, 0),
+                                                                  gradient=0.0))
+        alpha = (alpha.max(2, keepdims=True) < 128).astype(np.float32)  # where the (dark) garment is
+        backdrop, garment = rng.permutation([(40, 40, 200), (40, 150, 40), (200, 80, 40)])[:2]
+        frame = (backdrop * (1 - alpha) + garment * alpha + rng.normal(0, 3, alpha.shape)).clip(0, 255)
+        frame = frame.astype(np.uint8)
+        gray = to_gray(frame)
+        assert abs(float(np.median(gray[alpha[..., 0] > 0])) - float(np.median(gray[alpha[..., 0] == 0]))) < 40
+        prediction = int8.predict(frame)
+        found += prediction.object_found
+        hits += prediction.index == label
+    assert found >= 36 and hits >= 28, (found, hits)
+
+
 @pytest.mark.parametrize("frame", [
     np.full((480, 640, 3), 200, np.uint8),  # an empty light backdrop
     np.zeros((480, 640), np.uint8),  # darkness

@@ -96,9 +96,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=None,
                    help="with --data DIR: the input's side in pixels (default: from the images, 28-64)")
     p.add_argument("--color", choices=("gray", "rgb"), default=None,
-                   help="with --data DIR: the input's colour (default: gray when every image is gray)")
+                   help="with --data DIR: the input's colour (default: gray when every image is gray, else "
+                        "measured with --preprocess: train.choose)")
     p.add_argument("--preprocess", choices=("object", "resize"), default=None,
-                   help="with --data DIR: how the runtime frames an image (default: resize)")
+                   help="with --data DIR: how the runtime frames an image: resize the whole image, or find the "
+                        "object and frame it (default: measured on the training images, train.choose)")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="directory with the four IDX files (default: search, see README)")
     p.add_argument("--out", type=Path, default=Path("artifacts"))

@@ -13,7 +13,9 @@ out of the folder, FIFOs and devices (never opened) and files over
 ``train.folder_files.MAX_IMAGE_BYTES`` (never read). A class folder's name is its label by the runtime's own rule
 (``runtime.collect.check_label``, what the server and the camera demo collect into): a name
 it refuses is an error naming the folder. Every image then goes through the runtime's own
-``runtime.preprocess.prepare``, so training sees exactly what the runtime feeds the model.
+``runtime.preprocess.prepare``, so training sees exactly what the runtime feeds the model; how it
+frames them (``resize`` or ``object``), in which colour and at which input size is measured on
+the training images unless given (``train.choose``).
 
 Without ``val/`` the trainer carves a seeded, stratified validation split from train
 (``train.trainer.make_splits``); without ``test/`` the report's "test" images are those
@@ -35,6 +37,8 @@ import numpy as np
 from runtime.collect import SPLIT_NAMES, check_label
 from runtime.contract import Contract
 from runtime.preprocess import prepare
+from train import choose
+from train.choose import Score
 from train.folder_files import files_under, log_junk_dirs, nfc, read_regular, resolved, visible_dirs
 
 log = logging.getLogger(__name__)
@@ -49,6 +53,7 @@ VALIDATION_FRACTION = 1 / 12  # TrainConfig's default: the carve-out when there 
 MAX_PIXELS = 40_000_000  # per image, as decoded (a 48 MP phone JPEG decodes at 1/8 scale: 0.75 MP)
 CACHE_BYTES = 512 << 20  # decoded images kept between the two passes; beyond: decoded again
 SHOW_SKIPPED = 5  # how many skipped files the warning names
+MEASURE_PER_CLASS = 10  # training images per class below which framing, colour and size are not measured
 
 
 class FolderError(ValueError):
@@ -73,6 +78,7 @@ class ImageFolder:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     checksums: dict[str, str] = field(default_factory=dict)
     kind: str = "folder"
+    choices: list[Score] = field(default_factory=list)  # the candidates measured (train.choose), if any
 
     def describe(self) -> dict:
         """The report's "data": enough to load the same data again (``load_recorded``)."""
@@ -82,7 +88,8 @@ class ImageFolder:
                 "validation_fraction": self.validation_fraction,
                 "test_is_validation": self.test_is_validation,
                 "labels": list(self.contract.labels), "counts": self.counts,
-                "skipped": len(self.skipped), "sha256": self.checksums}
+                "skipped": len(self.skipped), "sha256": self.checksums,
+                "choices": {s.name: round(s.accuracy, 4) for s in self.choices}}
 
 
 def decode(path: Path | io.BytesIO, at_least: int | None = None) -> np.ndarray:
@@ -149,7 +156,8 @@ class Found:
 
 
 def choose_size(short_sides: list[int]) -> int:
-    """The median shorter side, clamped to [MIN_SIZE, MAX_SIZE], a multiple of SIZE_STEP."""
+    """The median shorter side, clamped to [MIN_SIZE, MAX_SIZE], a multiple of SIZE_STEP: the input size to
+    measure (``train.choose``) beside MIN_SIZE, the bundled network's own."""
     median = float(np.median(short_sides))
     clamped = min(max(median, MIN_SIZE), MAX_SIZE)
     return int(min(max(SIZE_STEP * int(clamped / SIZE_STEP + 0.5), MIN_SIZE), MAX_SIZE))  # halves up
@@ -324,28 +332,15 @@ def load_folder(root: str | Path, *, image_size: int | None = None, color: str |
                                   f"add images until it has {need}")
 
     every = [f for items in found.values() for f in items]
-    if image_size is None:
-        image_size = choose_size([f.short_side for f in every])
-        log.info("image size %d x %d (the median shorter side, clamped to %d-%d; --image-size to change)",
-                 image_size, image_size, MIN_SIZE, MAX_SIZE)
-    if color is None:
-        color = "gray" if all(f.gray for f in every) else "rgb"
-        log.info("colour: %s (%s; --color to change)", color,
-                 "every image is gray" if color == "gray" else "some images have colour")
-    preprocess = preprocess or "resize"
-    contract = Contract(labels, image_size, image_size, channels=COLORS[color], preprocessing=preprocess)
+    sizes = [image_size] if image_size else list(dict.fromkeys([choose_size([f.short_side for f in every]), MIN_SIZE]))
+    colours = [color] if color else ["gray"] if all(f.gray for f in every) else ["rgb", "gray"]
+    candidates = [Contract(labels, size, size, channels=COLORS[c], preprocessing=kind)
+                  for kind in ([preprocess] if preprocess else ["resize", "object"]) for c in colours for size in sizes]
+    contract, scores = measured_choice(candidates, found["train"], at_least, seed)
 
     # second pass: the runtime's own preprocessing, stored as uint8
-    arrays = {}
-    for split, items in found.items():
-        images = np.empty((len(items), *contract.image_shape), np.uint8)
-        for i, f in enumerate(items):
-            pixels = f.pixels if f.pixels is not None else decode(io.BytesIO(read_regular(f.path)), at_least)
-            f.pixels = None  # free the decoded copy as soon as it is prepared
-            images[i] = np.clip(np.round(prepare(pixels, contract).image * 255), 0, 255).astype(np.uint8)
-        if contract.channels == 1:
-            images = images[..., 0]
-        arrays[split] = (images, np.array([f.label for f in items], contract.label_dtype))
+    arrays = {split: (prepared(items, contract, at_least, free=True),
+                      np.array([f.label for f in items], contract.label_dtype)) for split, items in found.items()}
 
     for split in counts:
         log.info("%s: %s", split, ", ".join(f"{label} {n}" for label, n in counts[split].items()))
@@ -366,7 +361,36 @@ def load_folder(root: str | Path, *, image_size: int | None = None, color: str |
     return ImageFolder(train_images, train_labels, test_images, test_labels, contract, root,
                        val_images=val_images, val_labels=val_labels, test_is_validation=test_is_validation,
                        seed=seed, validation_fraction=validation_fraction, counts=counts, skipped=skipped,
-                       checksums={"files": digest.hexdigest()})
+                       checksums={"files": digest.hexdigest()}, choices=scores)
+
+
+def prepared(items: list[Found], contract: Contract, at_least: int, free: bool = False) -> np.ndarray:
+    """``items`` as the runtime prepares them for ``contract``, uint8 (N, H, W[, 3]); ``free``: drop each
+    decoded copy once prepared."""
+    images = np.empty((len(items), *contract.image_shape), np.uint8)
+    for i, f in enumerate(items):
+        pixels = f.pixels if f.pixels is not None else decode(io.BytesIO(read_regular(f.path)), at_least)
+        if free:
+            f.pixels = None
+        images[i] = np.clip(np.round(prepare(pixels, contract).image * 255), 0, 255).astype(np.uint8)
+    return images[..., 0] if contract.channels == 1 else images
+
+
+def measured_choice(candidates: list[Contract], items: list[Found], at_least: int,
+                    seed: int) -> tuple[Contract, list[Score]]:
+    """The first candidate when it is the only one or the folder is too small to measure (fewer than
+    MEASURE_PER_CLASS training images in a class); else the one ``train.choose`` measures best."""
+    labels = np.array([f.label for f in items])
+    if len(candidates) == 1 or np.bincount(labels).min() < MEASURE_PER_CLASS:
+        contract = candidates[0]
+        log.info("preprocessing %s, colour %s, input %d x %d (%s; --preprocess, --color, --image-size to "
+                 "change)", contract.preprocessing, contract.color, contract.height, contract.width,
+                 "as asked, or the only choice" if len(candidates) == 1 else
+                 f"too few images to measure the alternatives: a class has fewer than {MEASURE_PER_CLASS}")
+        return contract, []
+    picked = [items[i] for i in choose.sample(labels, choose.SAMPLE, seed)]
+    return choose.choose({c: prepared(picked, c, at_least) for c in candidates},
+                         np.array([f.label for f in picked]), seed)
 
 
 def carve_validation(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
