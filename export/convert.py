@@ -108,15 +108,42 @@ def export_onnx_float(float_model: keras.Model, path: Path, metadata: dict, cali
     return save_onnx(onnx_model, path, calibration)
 
 
-def export_onnx_int8(float_onnx: Path, path: Path, metadata: dict, calibration: np.ndarray) -> Path:
-    """onnxruntime static quantization: QDQ, uint8 activations and per-channel uint8 weights.
+WEIGHTED = {"Conv": 0, "MatMul": 1, "Gemm": 1}  # op -> the axis of its weight's output channels
 
-    Chosen over tf2onnx's QDQ graph of the QAT model: that one ran 4x slower here
-    (onnxruntime does not fuse its pattern into integer kernels), see the issue note. Unsigned
-    weights because on x86 CPUs with AVX2 but without VNNI onnxruntime multiplies uint8 by int8
-    weights with an instruction whose 16-bit sums saturate: int8 weights scored 92.52% there
-    against 93.69% where the model was exported (the parity gate fails); uint8 ones 93.71%
-    (docs/runtime.md).
+
+def first_layer_overrides(model) -> dict:
+    """onnxruntime's TensorQuantOverrides for the first layer's weights (the first weighted node: the graph is
+    in topological order): uint8, per channel, on the grid the QAT model trained them on (symmetric, 127
+    steps a side, so zero point 128; folding BatchNorm in scales a channel's grid, it does not move its
+    points). An all-zero channel gets any scale."""
+    from onnx import numpy_helper
+    from onnxruntime.quantization import QuantType
+
+    weights = {i.name: i for i in model.graph.initializer}
+    node = next(n for n in model.graph.node if n.op_type in WEIGHTED and n.input[1] in weights)
+    w = numpy_helper.to_array(weights[node.input[1]])
+    transposed = any(a.name == "transB" and a.i for a in node.attribute)  # a Gemm's (out, in) weights
+    axis = 0 if transposed else WEIGHTED[node.op_type]
+    absmax = np.abs(w).max(axis=tuple(a for a in range(w.ndim) if a != axis))
+    return {node.input[1]: [{"axis": axis, "quant_type": QuantType.QUInt8, "zero_point": np.array(128, np.uint8),
+                             "scale": np.array((m if m > 0 else 1.0) / 127, np.float32)} for m in absmax]}
+
+
+def export_onnx_int8(float_onnx: Path, path: Path, metadata: dict, calibration: np.ndarray) -> Path:
+    """onnxruntime static quantization (QDQ, uint8 activations, MinMax calibration, per-channel weights):
+    int8 weights within 7 bits (reduce_range), but the first layer's are uint8 on the QAT model's grid.
+
+    On x86 CPUs with AVX2 but without VNNI onnxruntime multiplies uint8 activations by int8 weights with
+    an instruction that adds pairs of products in 16 bits, saturating; 7-bit weights cannot saturate
+    (2 x 255 x 64 < 32,768), uint8 weights are multiplied another way but take 2x the time on VNNI
+    CPUs. 7 bits cost agreement mostly in the first layer (raw pixels, few weights per output), a few
+    percent of the multiply-adds: uint8 there, on the grid QAT trained (so no rounding of its own).
+    Images whose top-1 differs from the QAT model's (a 1,500-image colour photo folder / Fashion-MNIST's
+    10,000 test images, 2026-12-07), the same with AVX2 emulated (qemu -cpu Haswell) unless said:
+    these weights 4 / 25, 129 µs (`python -m runtime.bench`, VNNI, Fashion-MNIST); all int8 1 / 21 but
+    303 / 479 with AVX2; all 7-bit 14 / 46; all uint8 5 / 29 at 248 µs; the int8 TFLite 0 / 5.
+    tf2onnx's QDQ graph of the QAT model ran 4x slower; of the int8 TFLite 2-4x (0 / 5, 25 with AVX2):
+    onnxruntime fuses few of its layers into integer kernels.
     """
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
@@ -133,9 +160,10 @@ def export_onnx_int8(float_onnx: Path, path: Path, metadata: dict, calibration: 
     with tempfile.TemporaryDirectory() as work:
         pre, raw = Path(work) / "pre.onnx", Path(work) / "quantized.onnx"
         quant_pre_process(str(float_onnx), str(pre), skip_symbolic_shape=True)
-        quantize_static(str(pre), str(raw), Reader(), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.MinMax)
+        quantize_static(str(pre), str(raw), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax,
+                        extra_options={"TensorQuantOverrides": first_layer_overrides(onnx.load(pre))})
         quantized = onnx.load(raw)
     embed_onnx_metadata(quantized, metadata)
     return save_onnx(quantized, path, calibration)
