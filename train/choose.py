@@ -47,8 +47,11 @@ class Score:
 
     @property
     def name(self) -> str:
-        c = self.contract
-        return f"{c.preprocessing} {c.color} {c.height}x{c.width}"
+        return describe(self.contract)
+
+
+def describe(c: Contract) -> str:
+    return f"{c.preprocessing} {c.color} {c.height}x{c.width}"
 
 
 def sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
@@ -89,7 +92,7 @@ def folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
 def ridge_accuracy(x: np.ndarray, labels: np.ndarray, seed: int) -> float:
     """Cross-validated accuracy of a one-vs-rest ridge classifier on ``x``, the best penalty's."""
     x = x.astype(np.float64)
-    fold = folds(labels, min(FOLDS, int(np.bincount(labels).min(initial=FOLDS) or 2)), seed)
+    fold = folds(labels, min(FOLDS, int(np.bincount(labels).min())), seed)  # sample() keeps FOLDS a class
     classes, y = np.unique(labels, return_inverse=True)
     target = np.eye(len(classes))[y] * 2 - 1
     right = np.zeros(len(PENALTIES))
@@ -109,7 +112,7 @@ def choose(prepared: dict[Contract, np.ndarray], labels: np.ndarray, seed: int) 
     the first of ``prepared`` is the simplest, kept unless another beats it by more than MARGIN."""
     first = next(iter(prepared.values()))
     if all(np.array_equal(images, first) for images in prepared.values()):  # e.g. images already of the input's
-        log.info("every candidate prepares the same images: %s", Score(next(iter(prepared)), 0.0).name)  # size
+        log.info("every candidate prepares the same images: %s", describe(next(iter(prepared))))  # size
         return next(iter(prepared)), []
     scores = [Score(c, ridge_accuracy(features(images, c), labels, seed)) for c, images in prepared.items()]
     best = max(scores, key=lambda s: s.accuracy)
