@@ -11,8 +11,11 @@ UV_VERSION := 0.13.9
 UV     := $(BIN)/uv
 INSTALL = $(UV) pip install --quiet --python $(BIN)/python --constraints $(LOCK)
 LOCK_EXTRAS := --extra all --extra dev --extra distributed
+# The consumers of our files that cannot share TensorFlow's venv (MediaPipe, tflite-support), in their own
+CONSUMERS := .venv-consumers
+CONSUMERS_LOCK := benchmarks/consumers.lock
 
-.PHONY: demo test try test-distributed bench-distributed data train export bench models clean arm64-check compare serve bench-serve own-classes lock test-latest
+.PHONY: consumers demo test try test-distributed bench-distributed data train export bench models clean arm64-check compare serve bench-serve own-classes lock test-latest
 
 ## demo: set up, train float + QAT, export every format, parity gate, results table
 demo: $(VENV)/.all data train export bench
@@ -20,8 +23,8 @@ demo: $(VENV)/.all data train export bench
 
 ## test: the test suite (uses the bundled models and small training runs), in two processes,
 ## a test file to each (its module fixtures, servers and videos, made once)
-test: $(VENV)/.dev data
-	FASHION_EDGE_LOCK=$(LOCK) $(BIN)/python -m pytest -q --numprocesses auto --maxprocesses 4 --dist loadfile
+test: $(VENV)/.dev $(CONSUMERS)/.done data
+	FASHION_EDGE_LOCK=$(LOCK) FASHION_EDGE_CONSUMERS=$(CONSUMERS)/bin/python $(BIN)/python -m pytest -q --numprocesses auto --maxprocesses 4 --dist loadfile
 
 ## try: a minute with the bundled model: installs the runtime and the camera demo (no TensorFlow),
 ## classifies the sample photos and a short camera clip (samples/), prints the answers and the speed
@@ -31,6 +34,7 @@ try: $(VENV)/.try
 ## lock: refresh requirements.lock to the newest releases that pyproject.toml's ranges allow
 lock: $(UV)
 	$(UV) pip compile --quiet --upgrade --universal --python-version 3.11 $(LOCK_EXTRAS) pyproject.toml -o $(LOCK)
+	$(UV) pip compile --quiet --upgrade --universal --python-version 3.11 benchmarks/consumers.in -o $(CONSUMERS_LOCK)
 
 ## test-latest: the suite against the newest releases (not the lock), in .venv-latest: drift seen early
 test-latest:
@@ -94,6 +98,18 @@ data: $(VENV)/.all
 	     (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)); } || true
 	$(BIN)/python -m train.data
 
+## consumers: MediaPipe Tasks and tflite-support in .venv-consumers (benchmarks/consumers.py runs them;
+## tflite-support needs the libusb library, installed from Debian as root)
+consumers: $(CONSUMERS)/.done
+
+$(CONSUMERS)/.done: $(CONSUMERS_LOCK) | $(UV)
+	@ldconfig -p 2>/dev/null | grep -q libusb-1.0 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    (apt-get install -y -qq libusb-1.0-0 || (apt-get update -qq && apt-get install -y -qq libusb-1.0-0)); } || true
+	$(UV) venv --quiet --allow-existing --python $(BIN)/python $(CONSUMERS)
+	$(UV) pip install --quiet --python $(CONSUMERS)/bin/python -r $(CONSUMERS_LOCK)
+	touch $@
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
@@ -117,4 +133,4 @@ $(VENV)/.distributed: pyproject.toml $(LOCK) $(VENV)/.dev
 	touch $@
 
 clean:
-	rm -rf $(OUT) .pytest_cache build *.egg-info .venv-latest
+	rm -rf $(OUT) .pytest_cache build *.egg-info .venv-latest $(CONSUMERS)

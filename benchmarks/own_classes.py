@@ -71,12 +71,21 @@ def one_folder(folder: Path, out: Path, train_args: list[str], baselines: bool) 
               "export_s": round(export_s, 1), "total_s": round(train_s + export_s, 1),
               "contract": report["contract"], "config": report["config"], "train_images": report["data"]["train"],
               "test_images": len(paths), "qat_report_accuracy": report["qat"]["test_accuracy"],
-              "float_epochs_run": report["float"]["epochs_run"], "parity_passed": parity["passed"],
+              "float_epochs_run": report["float"]["epochs_run"], "fit": fit(report["float"]["history"]),
+              "parity_passed": parity["passed"],
               "models": models}
     if baselines:  # the classic ones see our recorded crops; the tutorial gets our wall time
         result["baselines"] = {"classic": classic(folder, report["data"]),
                                "keras_tutorial": keras_tutorial(folder, train_s + export_s)}
     return result
+
+
+def fit(history: dict) -> dict:
+    """How the float stage fitted: accuracy on the (augmented) training images and on the validation
+    split at the epoch that was kept (the lowest validation loss: early stopping restores it)."""
+    kept = min(range(len(history["val_loss"])), key=history["val_loss"].__getitem__)
+    return {"train_accuracy": round(history["accuracy"][kept], 4),
+            "validation_accuracy": round(history["val_accuracy"][kept], 4)}
 
 
 def lead(run: dict) -> float:
@@ -90,7 +99,8 @@ def lead(run: dict) -> float:
 
 def print_table(results: dict, baselines: bool) -> None:
     header = (f"\n{'folder':<12}{'input':>10}{'train':>7}{'test':>6}{'minutes':>9}{'float ONNX':>12}"
-              f"{'int8 TFLite':>13}{'int8 ONNX':>11}{'worst class (int8 TFLite)':>27}{'parity':>8}")
+              f"{'fit train/val':>15}{'int8 TFLite':>13}{'int8 ONNX':>11}{'worst class (int8 TFLite)':>27}"
+              f"{'parity':>8}")
     if baselines:
         header += f"{'SVM':>8}{'logistic':>10}{'Keras tutorial':>20}{'vs best':>10}"
     print(header)
@@ -100,7 +110,8 @@ def print_table(results: dict, baselines: bool) -> None:
         tfl = m["fashion_int8.tflite"]
         worst = f"{tfl['worst_class']} {tfl['per_class'][tfl['worst_class']]:.1%}"
         line = (f"{name:<12}{shape:>10}{r['train_images']:>7}{r['test_images']:>6}{r['total_s'] / 60:>9.1f}"
-                f"{m['fashion_float.onnx']['accuracy']:>12.2%}{tfl['accuracy']:>13.2%}"
+                f"{m['fashion_float.onnx']['accuracy']:>12.2%}"
+                f"{r['fit']['train_accuracy']:>9.1%}/{r['fit']['validation_accuracy']:.1%}{tfl['accuracy']:>13.2%}"
                 f"{m['fashion_int8.onnx']['accuracy']:>11.2%}{worst:>27}"
                 f"{'passed' if r['parity_passed'] else 'FAILED':>8}")
         if baselines:

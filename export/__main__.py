@@ -58,11 +58,11 @@ def export(args, qat_model, dataset) -> dict[str, Path]:
               calibration_images(dataset.train_images, dataset.train_labels, args.calibration_size,
                                  contract, args.seed),
               lambda fmt: build_metadata(fmt, version, training, contract), args.out, args.opset)
-    written = {}
     for fmt in selected(args.format):
-        written[fmt.name] = fmt.convert(job, args.out / fmt.file)
-        print(f"wrote {written[fmt.name]}")
-    return written
+        job.source(fmt.name)
+    for path in job.written.values():
+        print(f"wrote {path}")
+    return job.written
 
 
 def parity(args, qat_model, dataset, models: dict[str, Path]) -> int:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from export.tflite_metadata import append_associated_files, with_metadata
 from runtime.backends import open_backend
+from runtime.contract import Contract
 from runtime.files import atomic_path
-from runtime.metadata import METADATA_KEY, METADATA_MEMBER
+from runtime.metadata import METADATA_KEY
 from train.keras_env import keras, tf
 from train.model import build
 
@@ -48,30 +50,76 @@ def verify_model(path: Path, samples: np.ndarray) -> None:
         raise RuntimeError(f"{path}: outputs are not probabilities")
 
 
-def export_tflite(qat_model: keras.Model, calibration: np.ndarray, path: Path, metadata: dict) -> Path:
-    """Full-integer int8 TFLite: int8 input and output, int8 builtin ops only."""
+def to_tflite(model: keras.Model, calibration: np.ndarray, input_type=None, output_type=None) -> bytes:
+    """Full-integer TFLite: int8 builtin ops only, input and output int8 unless given."""
     def representative_dataset():
         for image in calibration:
             yield [image[None]]
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(qat_model)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative_dataset
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]  # no float fallback
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    flatbuffer = converter.convert()
+    converter.inference_input_type = input_type or tf.int8
+    converter.inference_output_type = output_type or tf.int8
+    return converter.convert()
+
+
+def save_tflite(flatbuffer: bytes, path: Path, contract: Contract, metadata: dict, calibration: np.ndarray) -> Path:
+    """Write ``flatbuffer`` with the standard metadata, then its checksum in our own (export.tflite_metadata
+    says why in this order); verified by loading it with the runtime before it replaces ``path``."""
     from ai_edge_litert.interpreter import Interpreter
 
-    scale, zero_point = Interpreter(model_content=flatbuffer).get_input_details()[0]["quantization"]
-    metadata = {**metadata, "input": {**metadata["input"], "dtype": "int8",
-                                      "quantization": {"scale": scale, "zero_point": zero_point}},
+    flatbuffer = with_metadata(flatbuffer, contract, metadata)
+    details = Interpreter(model_content=flatbuffer).get_input_details()[0]
+    scale, zero_point = details["quantization"]
+    metadata = {**metadata, "input": {**metadata["input"], "dtype": np.dtype(details["dtype"]).name,
+                                      "quantization": {"scale": scale, "zero_point": zero_point} if scale else None},
                 "integrity": {"sha256": hashlib.sha256(flatbuffer).hexdigest()}}  # see runtime.integrity
     with atomic_path(path, lambda p: verify_model(p, calibration[:8])) as tmp:
         tmp.write_bytes(flatbuffer)
-        with zipfile.ZipFile(tmp, "a") as archive:  # appended after the flatbuffer
-            archive.writestr(METADATA_MEMBER, json.dumps(metadata, indent=1))
+        append_associated_files(tmp, contract, json.dumps(metadata, indent=1))
     return path
+
+
+def export_tflite(qat_model: keras.Model, calibration: np.ndarray, path: Path, contract: Contract,
+                  metadata: dict) -> Path:
+    """Full-integer int8 TFLite: int8 input and output, int8 builtin ops only."""
+    return save_tflite(to_tflite(qat_model, calibration), path, contract, metadata, calibration)
+
+
+# ITU-R BT.601 luma (OpenCV's and Pillow's RGB -> gray: 0.299, 0.587, 0.114) in 217ths: int8 weights hold
+# 65, 127 and 25 exactly (scale 1/217), so a gray pixel repeated in R, G and B stays itself, not 1.003x
+LUMA = np.array([65, 127, 25], np.float32) / 217
+
+
+def pixel_input(qat_model: keras.Model, contract: Contract) -> keras.Model:
+    """The QAT model behind an RGB input (a gray model: BT.601 luma first, a fixed 1x1 convolution),
+    for a converter that makes that input uint8: pixel p is the value p / 255, the contract's range [0, 1]."""
+    h, w, _ = contract.image_shape
+    image = keras.Input((h, w, 3), name=INPUT_NAME)
+    x = image
+    if contract.channels == 1:
+        luma = keras.layers.Conv2D(1, 1, use_bias=False, trainable=False, name="luma")
+        x = luma(x)
+        luma.set_weights([LUMA.reshape(1, 1, 3, 1)])
+    return keras.Model(image, qat_model(x))
+
+
+def export_mediapipe(qat_model: keras.Model, calibration: np.ndarray, path: Path, contract: Contract,
+                     metadata: dict) -> Path:
+    """The int8 TFLite as MediaPipe Tasks' ImageClassifier takes it: uint8 RGB input (pixels as they
+    are), float32 probabilities; the same int8 layers. ``contract``: the model's own (gray or RGB)."""
+    if contract.value_range != (0.0, 1.0):
+        raise ValueError(f"a uint8 pixel input needs the input range [0, 1], this model's is "
+                         f"{list(contract.value_range)}")
+    rgb = dataclasses.replace(contract, channels=3)
+    pixels = rgb.model_input((calibration * 255).round().astype(np.uint8))  # gray calibration: repeated
+    ends = np.stack([np.zeros(rgb.image_shape, np.float32), np.ones(rgb.image_shape, np.float32)])
+    # black and white pin the input's range to [0, 1], so uint8 pixel p is exactly the value p / 255
+    flatbuffer = to_tflite(pixel_input(qat_model, contract), np.concatenate([ends, pixels]), tf.uint8, tf.float32)
+    metadata = {**metadata, **rgb.to_metadata()}
+    return save_tflite(flatbuffer, path, rgb, metadata, pixels)
 
 
 def to_onnx(model: keras.Model, opset: int):
@@ -167,3 +215,21 @@ def export_onnx_int8(float_onnx: Path, path: Path, metadata: dict, calibration: 
         quantized = onnx.load(raw)
     embed_onnx_metadata(quantized, metadata)
     return save_onnx(quantized, path, calibration)
+
+
+def export_openvino(int8_onnx: Path, path: Path, metadata: dict, calibration: np.ndarray) -> Path:
+    """OpenVINO IR (``path``: the .xml, the weights in the .bin beside it) of the int8 ONNX model: its
+    QuantizeLinear/DequantizeLinear pairs become FakeQuantize, which the CPU plugin runs in int8. Our
+    metadata is the IR's ``rt_info``; the checksum covers the graph and the weights (runtime.integrity)."""
+    import openvino as ov
+
+    from runtime.integrity import graph_digest
+
+    model = ov.convert_model(str(int8_onnx))
+    with atomic_path(path) as xml, atomic_path(path.with_suffix(".bin")):  # OpenVINO writes both names
+        model.set_rt_info(json.dumps(metadata), [METADATA_KEY])
+        ov.save_model(model, str(xml), compress_to_fp16=False)
+        model.set_rt_info(json.dumps({**metadata, "integrity": {"sha256": graph_digest(xml)}}), [METADATA_KEY])
+        ov.save_model(model, str(xml), compress_to_fp16=False)  # the same graph; the checksum in rt_info
+        verify_model(xml, calibration[:8])
+    return path  # the .bin is renamed first, then the .xml

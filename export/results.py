@@ -28,13 +28,20 @@ def summary(out: Path) -> str:
     for name, r in parity.get("formats", {}).items():
         bench_row = latency.get(FORMATS[name].file, {}) if name in FORMATS else {}
         us = bench_row.get("predict_1thread", {}).get("median_us")
-        lines.append(f"| {name} | {r['accuracy']:.2%} | {r['top1_agreement']:.2%} | {r['size_kb']} | "
+        every = parity["formats"].get("keras-qat", r)["agreement_images"]
+        shown = name if r["agreement_images"] >= every else f"{name} ({r['agreement_images']:,} of the images)"
+        lines.append(f"| {shown} | {r['accuracy']:.2%} | {r['top1_agreement']:.2%} | {r['size_kb']} | "
                      f"{f'{us:.0f} µs' if us else ''} |")
     notes = []
     if train:
         notes.append(f"training: {train['float']['epochs_run']} float + {train['qat']['epochs_run']} QAT "
                      f"epochs in {train['wall_time_s'] / 60:.1f} min, {train['parameters']:,} parameters, "
                      f"{train['macs'] / 1e6:.1f}M multiply-adds, on {train['machine']['platform']}")
+    micro = load(out / Path(FORMATS["tflm"].file).with_suffix(".json")).get("tflm")
+    if micro:  # as Edge Impulse shows a model for a board
+        notes.append(f"microcontroller (TensorFlow Lite for Microcontrollers, `{FORMATS['tflm'].file}`): flash "
+                     f"{micro['model_bytes'] / 1024:.1f} KB for the model, RAM {micro['arena_bytes'] / 1024:.1f} KB "
+                     f"tensor arena (measured by tflite-micro), ops {', '.join(micro['ops'])}")
     if parity:
         notes.append(f"parity gate: {'passed' if parity['passed'] else 'FAILED: ' + '; '.join(parity['failures'])}")
     if bench.get("keras"):

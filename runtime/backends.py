@@ -158,7 +158,57 @@ class TFLiteBackend:
         return to_probabilities(self.info.contract, out)
 
 
-BACKENDS = {".onnx": OnnxBackend, ".tflite": TFLiteBackend}
+class OpenVINOBackend:
+    """OpenVINO's CPU plugin on an IR (``.xml`` + ``.bin``), at float32 precision: on CPUs with AVX-512
+    BF16 or AMX it would otherwise pick bfloat16 and drift from the other formats. One call at a time."""
+
+    def __init__(self, path: Path, num_threads: int | None = None, spin: bool = True):
+        try:
+            import openvino as ov
+        except ImportError as e:
+            raise ModelError(f"{path}: .xml models need OpenVINO: pip install 'fashion-edge[openvino]', "
+                             "or use an .onnx or .tflite model") from e
+        core = ov.Core()
+        try:
+            model = core.read_model(str(path))
+        except RuntimeError as e:
+            raise ModelError(f"{path}: OpenVINO cannot read it ({str(e)[:200]}); the .xml or its .bin may be "
+                             "truncated or missing: re-export it with `python -m export --format openvino`") from e
+        if not model.has_rt_info([METADATA_KEY]):
+            raise ModelError(f"{path}: no '{METADATA_KEY}' metadata; export models with "
+                             "`python -m export --format openvino`")
+        self.info = ModelInfo.from_json(model.get_rt_info([METADATA_KEY]).astype(str), path)
+        self.info.check_integrity(path)
+        if len(model.inputs) != 1 or model.input().get_element_type() != ov.Type.f32:
+            raise ModelError(f"{path}: the graph must take one float32 image tensor")
+
+        def dims(port):
+            return [-1 if d.is_dynamic else d.get_length() for d in port.get_partial_shape()]
+
+        self.info.check_graph(dims(model.input()), dims(model.output()), path)
+        config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": num_threads or 0}
+        self.compiled = core.compile_model(model, "CPU", config)
+        self.pixel_values = self.info.contract.pixel_values()
+        self.lock = threading.Lock()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        contract = self.info.contract
+        with self.lock:  # share_inputs=False: OpenVINO would otherwise read the caller's array in place
+            out = self.compiled(to_graph(contract, batch), share_inputs=False)[0]
+        return to_probabilities(contract, np.array(out, dtype=np.float32))
+
+    def run_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        return self.run(self.pixel_values[pixels])
+
+
+BACKENDS = {".onnx": OnnxBackend, ".tflite": TFLiteBackend, ".xml": OpenVINOBackend}
+
+
+def model_bytes(path: str | Path) -> int:
+    """A model's size on disk: an OpenVINO IR's .xml and the .bin of its weights together."""
+    path = Path(path)
+    weights = path.with_suffix(".bin")
+    return path.stat().st_size + (weights.stat().st_size if path.suffix.lower() == ".xml" and weights.is_file() else 0)
 
 
 def open_backend(path: str | Path, num_threads: int | None = None, spin: bool = True) -> Backend:

@@ -16,6 +16,7 @@ by call, so that their ratio holds even on a noisy shared machine.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.backends import to_graph
+from runtime.backends import BACKENDS, model_bytes, to_graph
 from runtime.contract import Contract
 from runtime.files import write_json
 from runtime.metadata import ModelError
@@ -72,6 +73,9 @@ def raw_call(predictor: Predictor, x: np.ndarray):
     if hasattr(backend, "session"):
         feed = {backend.input_name: to_graph(predictor.contract, x)}
         return lambda: backend.session.run(None, feed)
+    if hasattr(backend, "compiled"):  # OpenVINO
+        graph_input = to_graph(predictor.contract, x)
+        return lambda: backend.compiled(graph_input)
     interp = backend.interpreter
     q = to_graph(predictor.contract, backend.as_input(x))
 
@@ -87,13 +91,15 @@ def bench_model(path: Path, images: np.ndarray, frame: np.ndarray, repeats: int)
     start = time.perf_counter()
     predictor = Predictor(path, num_threads=1)
     load_s = time.perf_counter() - start
-    image = images[0]
     contract = predictor.contract
+    if images.ndim == 3 and contract.channels == 3:  # gray images for an RGB model (a MediaPipe file)
+        images = np.repeat(images[..., None], 3, axis=3)
+    image = images[0]
     if not is_model_pixels(image, contract):
         raise ValueError(f"{path}: the inputs' images are {image.shape}, the model takes {contract.image_shape}")
     x = contract.from_unit(prepare(image, contract).image[None])
     t = interleaved({"predict": lambda: predictor.predict(image), "raw": raw_call(predictor, x)}, repeats)
-    result = {"model": path.name, "size_kb": round(path.stat().st_size / 1024, 1),
+    result = {"model": path.name, "size_kb": round(model_bytes(path) / 1024, 1),
               "load_ms": round(load_s * 1e3, 1),
               "predict_1thread": stats(t["predict"]), "raw_1thread": stats(t["raw"]),
               "overhead_ratio": round(float(np.median(t["predict"]) / np.median(t["raw"])), 3)}
@@ -129,6 +135,9 @@ def synthetic_inputs(contract: Contract, n: int = 64, seed: int = 0) -> tuple[np
     return images, frame
 
 
+RUNTIMES = {".tflite": "ai_edge_litert", ".xml": "openvino"}  # optional: a model without its runtime is skipped
+
+
 def model_files(paths: list[Path]) -> list[Path]:
     """Model files, directories expanded: the bundled names first (the default model leads), then the rest."""
     files = []
@@ -137,10 +146,8 @@ def model_files(paths: list[Path]) -> list[Path]:
             files.append(path)
             continue
         named = [path / b.name for b in BUNDLED.values() if (path / b.name).is_file()]
-        files += named + sorted(set(path.glob("*.tflite")) | set(path.glob("*.onnx")) - set(named))
-    if not _has_litert():
-        files = [f for f in files if f.suffix != ".tflite"]
-    return files
+        files += named + sorted({f for f in path.iterdir() if f.suffix in BACKENDS} - set(named))
+    return [f for f in files if f.suffix not in RUNTIMES or importlib.util.find_spec(RUNTIMES[f.suffix])]
 
 
 def table(results: dict) -> str:
@@ -209,12 +216,6 @@ def run_json(args: list[str]) -> dict:
     if proc.returncode:
         raise RuntimeError(f"python -m runtime.bench {' '.join(args)} failed: {proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def _has_litert() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("ai_edge_litert") is not None
 
 
 if __name__ == "__main__":

@@ -91,9 +91,11 @@ class Contract:
         return self.from_unit(np.arange(256, dtype=np.float32) / 255)
 
     def model_input(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 images (N, H, W) or (N, H, W, C) -> the float32 batch the model takes (NHWC)."""
+        """uint8 images (N, H, W) or (N, H, W, C) -> the float32 batch the model takes (NHWC); gray
+        images given to an RGB model are repeated into its three channels."""
         values = self.pixel_values()[pixels]
-        return values if values.ndim == 4 else values[..., None]
+        values = values if values.ndim == 4 else values[..., None]
+        return np.repeat(values, 3, axis=3) if values.shape[3] < self.channels else values
 
     def to_metadata(self) -> dict:
         """The contract's keys of the embedded metadata (format_version 2)."""

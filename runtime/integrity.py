@@ -5,7 +5,9 @@ SHA-256 of the graph's bytes (everything but the metadata) catches it. What is h
 
 - ONNX: the serialized ``graph`` field (number 7) of the ModelProto, as stored in the file
   (the metadata lives in another field, so writing it changes nothing hashed);
-- TFLite: the flatbuffer, i.e. the file's bytes before the appended metadata zip.
+- TFLite: the flatbuffer, i.e. the file's bytes before the appended metadata zip;
+- OpenVINO IR: the ``.xml`` before its ``<rt_info>`` (where the metadata is, written last), then
+  the weights, the ``.bin`` beside it.
 """
 
 from __future__ import annotations
@@ -63,9 +65,18 @@ def tflite_flatbuffer(path: Path, data: bytes) -> bytes:
     return data[:start]
 
 
+def openvino_graph(path: Path, data: bytes) -> bytes:
+    """The IR's layers and edges (the ``.xml`` before ``<rt_info>``), then its weights (the ``.bin``)."""
+    end = data.rfind(b"<rt_info>")
+    if end < 0:
+        raise ValueError("no <rt_info> in the OpenVINO IR")
+    return data[:end] + path.with_suffix(".bin").read_bytes()
+
+
 def graph_digest(path: Path, data: bytes | None = None) -> str:
     """SHA-256 (hex) of the model's graph bytes; ValueError when the file cannot be parsed."""
     path = Path(path)
     data = path.read_bytes() if data is None else data
-    graph = onnx_graph_bytes(data) if path.suffix.lower() == ".onnx" else tflite_flatbuffer(path, data)
+    graph = {".onnx": onnx_graph_bytes, ".xml": lambda d: openvino_graph(path, d)}.get(
+        path.suffix.lower(), lambda d: tflite_flatbuffer(path, d))(data)
     return hashlib.sha256(graph).hexdigest()

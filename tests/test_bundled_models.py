@@ -57,3 +57,17 @@ def test_bundled_metadata_matches_the_shipped_reports():
         info = Predictor(path).info
         assert info.test_accuracy == pytest.approx(report["qat"]["test_accuracy"])
         assert info.raw["training"]["data_sha256"] == report["data"]["sha256"]
+
+
+def test_bundled_tflite_carries_the_standard_metadata():
+    """MediaPipe, tflite-support and Android Studio read labels from TFLITE_METADATA and labels.txt
+    (added to the bundled file by `python -m export.tflite_metadata`, its graph unchanged)."""
+    import zipfile
+
+    from runtime.integrity import tflite_flatbuffer
+
+    path = BUNDLED["int8.tflite"]
+    flatbuffer = tflite_flatbuffer(path, path.read_bytes())
+    assert b"TFLITE_METADATA" in flatbuffer and b"M001" in flatbuffer  # its name and the schema's identifier
+    with zipfile.ZipFile(path) as archive:
+        assert tuple(archive.read("labels.txt").decode().splitlines()) == Predictor(path).labels

@@ -62,7 +62,7 @@ def test_every_architecture_builds_and_converts_to_int8(tmp_path):
         assert count_macs(model) > 0
         qat = quantize(model)
         float_from_qat(qat, name)  # the ONNX exporter's round trip understands it too
-        path = export_tflite(qat, calibration, tmp_path / f"{name}.tflite",
+        path = export_tflite(qat, calibration, tmp_path / f"{name}.tflite", FASHION,
                              build_metadata("tflite-int8", "test", {"architecture": name}, FASHION))
         prediction = Predictor(path, num_threads=1).predict(np.zeros((28, 28), np.uint8))
         assert 0 <= prediction.index < 10, name

@@ -124,7 +124,8 @@ def gate(tmp_path, monkeypatch, data: ImageFolder, int8_wrong: set[int]) -> tupl
         ids = numbers(batch)
         return one_hot((ids + np.isin(ids, list(int8_wrong))) % 3)
 
-    monkeypatch.setattr(parity, "open_backend", lambda path: SimpleNamespace(run=int8_run))
+    monkeypatch.setattr(parity, "open_backend",
+                        lambda path: SimpleNamespace(run=int8_run, info=SimpleNamespace(contract=data.contract)))
     (tmp_path / "qat_model.h5").write_bytes(b"qat")
     (tmp_path / "fashion_int8.tflite").write_bytes(b"int8")
     qat = SimpleNamespace(predict=lambda batch, batch_size, verbose: one_hot(numbers(batch) % 3))
