@@ -11,6 +11,7 @@ from the ``.cc`` in that interpreter (``MicroBackend``): the bytes a board would
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.contract import Contract
-from runtime.metadata import ModelInfo
+from runtime.metadata import ModelError, ModelInfo
 
 NAMESPACE = "fashion_tflm"
 ALIGN = 16  # TFLM reads the flatbuffer in place: 16-byte alignment, as its examples declare
@@ -72,7 +73,15 @@ def arena_bytes(flatbuffer: bytes, sample: np.ndarray) -> int:
 
 
 def c_string(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A C++ string literal of ``text``'s UTF-8 bytes: printable ASCII as it is (``?`` escaped against
+    trigraphs), every other byte as three octal digits."""
+    return '"' + "".join(chr(b) if 32 <= b < 127 and chr(b) not in '"\\?' else
+                         f"\\{chr(b)}" if chr(b) in '"\\?' else f"\\{b:03o}" for b in text.encode()) + '"'
+
+
+def comment(text: str) -> str:
+    """``text`` safe inside a // comment: one line."""
+    return " ".join(str(text).split())
 
 
 def sources(flatbuffer: bytes, contract: Contract, metadata: dict, arena: int) -> tuple[str, str]:
@@ -81,7 +90,7 @@ def sources(flatbuffer: bytes, contract: Contract, metadata: dict, arena: int) -
     h, w, c = contract.image_shape
     ops = op_names(flatbuffer)
     header = f"""// {NAMESPACE}.h: an int8 image classifier for TensorFlow Lite for Microcontrollers, written by
-// `python -m export --format tflm` (model {metadata.get("model_version", "unknown")}).
+// `python -m export --format tflm` (model {comment(metadata.get("model_version", "unknown"))}).
 // Input: {h}x{w}x{c} int8 ({contract.color}, framed as `{contract.preprocessing}`), q = round(pixel / 255 /
 // kInputScale) + kInputZeroPoint. Output: {len(contract.labels)} int8 scores, one per label of kLabels.
 #pragma once
@@ -140,21 +149,38 @@ def read_array(source: Path) -> bytes:
     return bytes(int(b, 16) for b in BYTE.findall(text[start:text.index(b"};", start)]))
 
 
+MAX_ARENA = 64 << 20  # no microcontroller has more RAM than this
+
+
 class MicroBackend:
     """The parity gate's runner for the ``.cc``: its array in TFLM's interpreter, one image a call, in
-    the measured arena; the contract from the ``.json`` written beside it."""
+    the measured arena; the contract, the arena and the array's checksum from the ``.json`` beside it."""
 
     def __init__(self, path: Path):
         meta = path.with_suffix(".json")
-        self.info = ModelInfo.from_json(meta.read_text(), meta)
-        flatbuffer = read_array(path)
-        self.size_bytes = len(flatbuffer)  # the flash the model takes, not the C source's size
-        self.arena = self.info.raw["tflm"]["arena_bytes"]
-        self.interpreter = interpreter(flatbuffer, self.arena)
-        details = self.interpreter.get_input_details(0)["quantization_parameters"]
-        self.scale, self.zero = float(details["scales"][0]), int(details["zero_points"][0])
-        out = self.interpreter.get_output_details(0)["quantization_parameters"]
-        self.out_scale, self.out_zero = float(out["scales"][0]), int(out["zero_points"][0])
+        try:
+            self.info = ModelInfo.from_json(meta.read_text(), meta)
+            flatbuffer = read_array(path)
+        except (OSError, ValueError) as e:
+            raise ModelError(f"{path}: cannot read the model's array or its {meta.name} ({e}); re-export it with "
+                             "`python -m export --format tflm`") from e
+        tflm = self.info.raw.get("tflm")
+        arena = tflm.get("arena_bytes") if isinstance(tflm, dict) else None
+        if type(arena) is not int or not 0 < arena <= MAX_ARENA:
+            raise ModelError(f"{meta}: tflm.arena_bytes must be a whole number of bytes up to {MAX_ARENA}, got "
+                             f"{arena!r}; re-export with `python -m export --format tflm`")
+        self.info.check_integrity(path, flatbuffer)  # the array's SHA-256
+        self.size_bytes, self.arena = len(flatbuffer), arena  # the flash the model takes, not the source's
+        try:
+            self.interpreter = interpreter(flatbuffer, arena)
+            inp, out = self.interpreter.get_input_details(0), self.interpreter.get_output_details(0)
+        except (RuntimeError, ValueError) as e:
+            raise ModelError(f"{path}: TFLite Micro cannot run it in {arena} bytes ({e}); re-export it") from e
+        self.info.check_graph(list(inp["shape"]), list(out["shape"]), path)
+        self.scale, self.zero = float(inp["quantization_parameters"]["scales"][0]), \
+            int(inp["quantization_parameters"]["zero_points"][0])
+        self.out_scale = float(out["quantization_parameters"]["scales"][0])
+        self.out_zero = int(out["quantization_parameters"]["zero_points"][0])
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         q = np.clip(np.rint(batch / self.scale + self.zero), -128, 127).astype(np.int8)
@@ -179,8 +205,8 @@ def export_tflm(int8_tflite: Path, path: Path, contract: Contract, metadata: dic
     arena = arena_bytes(flatbuffer, sample)
     header, source = sources(flatbuffer, contract, ours, arena)
     write_text(path.with_suffix(".h"), header)
-    meta = {**metadata, "input": ours["input"], "tflm": {"arena_bytes": arena, "model_bytes": len(flatbuffer),
-                                                           "ops": op_names(flatbuffer)}}
+    meta = {**metadata, "input": ours["input"], "integrity": {"sha256": hashlib.sha256(flatbuffer).hexdigest()},
+            "tflm": {"arena_bytes": arena, "model_bytes": len(flatbuffer), "ops": op_names(flatbuffer)}}
     write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
     with atomic_path(path) as tmp:
         tmp.write_text(source)

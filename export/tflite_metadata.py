@@ -147,18 +147,19 @@ def metadata_buffer(contract: Contract, metadata: dict) -> bytes:
 
 def with_metadata(flatbuffer: bytes, contract: Contract, metadata: dict) -> bytes:
     """``flatbuffer`` (a TFLite model) with the standard metadata as its ``TFLITE_METADATA`` buffer
-    (replacing one it had); the graph is untouched."""
+    (the buffer of one it had is reused: writing it again gives the same bytes); the graph is untouched."""
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
 
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer))
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(metadata_buffer(contract, metadata), dtype=np.uint8)
-    model.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
-    others = [m for m in model.metadata or [] if m.name not in (METADATA_NAME, METADATA_NAME.encode())]
-    model.metadata = [*others, entry]
+    entries = model.metadata or []
+    entry = next((m for m in entries if m.name in (METADATA_NAME, METADATA_NAME.encode())), None)
+    if entry is None:
+        model.buffers.append(schema.BufferT())
+        entry = schema.MetadataT()
+        entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
+        model.metadata = [*entries, entry]
+    model.buffers[entry.buffer].data = np.frombuffer(metadata_buffer(contract, metadata), dtype=np.uint8)
     return flatbuffer_utils.convert_object_to_bytearray(model)
 
 
@@ -172,34 +173,49 @@ def append_associated_files(path: Path, contract: Contract, ours: str) -> None:
 
 def restamp(path: Path) -> None:
     """(Re)write the standard metadata of a .tflite we exported (before it had it, say) from its own
-    contract: the graph, and so every answer, unchanged; the checksum verified first, then renewed."""
+    contract: the graph, and so every answer, unchanged; the checksum verified first, then renewed
+    (a file without one is refused: a new checksum would vouch for bytes nobody verified)."""
     import json
+    import os
 
     from export.convert import save_tflite
     from runtime.backends import open_backend
     from runtime.integrity import tflite_flatbuffer
+    from runtime.metadata import ModelError
 
     ours = open_backend(path, num_threads=1).info  # refuses a corrupt file or one without our metadata
+    if "integrity" not in ours.raw:
+        raise ModelError(f"{path}: no checksum in its metadata to verify its graph first; re-export it with "
+                         "`python -m export --format tflite`")
+    mode = path.stat().st_mode
     metadata = {k: v for k, v in ours.raw.items() if k != "integrity"}
     contract = ours.contract
     probe = contract.from_unit(np.zeros((8, *contract.image_shape), np.float32))
     save_tflite(tflite_flatbuffer(path, path.read_bytes()), path, contract, json.loads(json.dumps(metadata)), probe)
+    os.chmod(path, mode)  # a read-only model stays read-only
 
 
 def main(argv: list[str] | None = None) -> int:
     """python -m export.tflite_metadata MODEL.tflite...: add (or renew) the standard metadata of
     .tflite files exported by `python -m export`; their answers do not change."""
     import argparse
+    import sys
+
+    from runtime.metadata import ModelError
 
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("models", type=Path, nargs="+")
     for path in p.parse_args(argv).models:
-        restamp(path)
+        if path.suffix.lower() != ".tflite":
+            p.error(f"{path}: not a .tflite file")
+        try:
+            restamp(path)
+        except (ModelError, OSError, ValueError) as e:  # ValueError: a label labels.txt cannot hold
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         print(f"wrote {path}")
     return 0
 
 
 if __name__ == "__main__":
-    import sys
-
-    sys.exit(main())
+    raise SystemExit(main())

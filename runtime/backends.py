@@ -179,8 +179,8 @@ class OpenVINOBackend:
                              "`python -m export --format openvino`")
         self.info = ModelInfo.from_json(model.get_rt_info([METADATA_KEY]).astype(str), path)
         self.info.check_integrity(path)
-        if len(model.inputs) != 1 or model.input().get_element_type() != ov.Type.f32:
-            raise ModelError(f"{path}: the graph must take one float32 image tensor")
+        if len(model.inputs) != 1 or len(model.outputs) != 1 or model.input().get_element_type() != ov.Type.f32:
+            raise ModelError(f"{path}: the graph must take one float32 image tensor and give one output")
 
         def dims(port):
             return [-1 if d.is_dynamic else d.get_length() for d in port.get_partial_shape()]

@@ -147,7 +147,8 @@ class Contract:
     def check_graph(self, input_shape: list, output_shape: list) -> None:
         """Compare with the graph's own tensor shapes (None, -1 or a name: any size)."""
         def fixed(dims):
-            return [d if isinstance(d, int) and d > 0 else None for d in dims]
+            return [int(d) if isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0 else None
+                    for d in dims]  # LiteRT and TFLM give numpy integers
 
         want = list(self.graph_input_shape)
         got = fixed(input_shape)[1:]

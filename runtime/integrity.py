@@ -66,11 +66,15 @@ def tflite_flatbuffer(path: Path, data: bytes) -> bytes:
 
 
 def openvino_graph(path: Path, data: bytes) -> bytes:
-    """The IR's layers and edges (the ``.xml`` before ``<rt_info>``), then its weights (the ``.bin``)."""
-    end = data.rfind(b"<rt_info>")
-    if end < 0:
+    """The IR's layers and edges (the ``.xml`` before ``<rt_info>``; its length first, so no byte can move
+    between the two files unseen), then its weights (the ``.bin``). Nothing may follow ``</rt_info>`` but
+    ``</net>``: OpenVINO reads other sections there (a legacy ``<pre-process>``) that would change the answers."""
+    start, end = data.rfind(b"<rt_info>"), data.rfind(b"</rt_info>")
+    if start < 0 or end < start:
         raise ValueError("no <rt_info> in the OpenVINO IR")
-    return data[:end] + path.with_suffix(".bin").read_bytes()
+    if data[end + len(b"</rt_info>"):].strip() != b"</net>":
+        raise ValueError("the OpenVINO IR has more after its <rt_info> than </net>")
+    return len(data[:start]).to_bytes(8, "little") + data[:start] + path.with_suffix(".bin").read_bytes()
 
 
 def graph_digest(path: Path, data: bytes | None = None) -> str:

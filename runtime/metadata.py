@@ -7,6 +7,7 @@ tflite-support's associated files), readable with the standard library alone.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import zipfile
@@ -19,6 +20,7 @@ from runtime.integrity import graph_digest
 
 METADATA_KEY = "fashion_edge"
 METADATA_MEMBER = "fashion_edge.json"
+LABELS_MEMBER = "labels.txt"  # the standard TFLite metadata's label file (export.tflite_metadata)
 # Ours take a few KB (labels, contract, provenance); 10,000 labels of 50 characters fit in 1 MiB.
 # A zip member is read no further than this, however large it says it is or inflates to.
 MAX_METADATA_BYTES = 1 << 20
@@ -43,10 +45,13 @@ class ModelInfo:
 
     @classmethod
     def from_json(cls, text: str, path: Path) -> ModelInfo:
+        if len(text) > MAX_METADATA_BYTES:
+            raise ModelError(f"{path}: its metadata is larger than {MAX_METADATA_BYTES} bytes: not ours; "
+                             "re-export the model with `python -m export`")
         try:
             meta = json.loads(text)
             contract = Contract.from_metadata(meta)
-        except (ValueError, TypeError) as e:  # ContractError is a ValueError
+        except (ValueError, TypeError, RecursionError) as e:  # ContractError is a ValueError
             raise ModelError(f"{path}: invalid embedded metadata: {e}; re-export the model with "
                              "`python -m export` (the keys are in docs/model-contract.md)") from e
         training = meta.get("training")
@@ -54,9 +59,10 @@ class ModelInfo:
         return cls(contract, str(meta.get("model_version", "unknown")),
                    accuracy if isinstance(accuracy, (int, float)) else None, meta)
 
-    def check_integrity(self, path: Path) -> None:
+    def check_integrity(self, path: Path, graph: bytes | None = None) -> None:
         """Verify ``integrity.sha256`` when the metadata has one (our exports since format 2); with
-        ``FASHION_EDGE_REQUIRE_INTEGRITY=1`` a model without one is refused too."""
+        ``FASHION_EDGE_REQUIRE_INTEGRITY=1`` a model without one is refused too. ``graph``: the bytes
+        hashed, when they are not the file's (runtime.integrity)."""
         integrity = self.raw.get("integrity")
         if integrity is None:
             if os.environ.get(REQUIRE_INTEGRITY_ENV, "") not in ("", "0"):
@@ -65,7 +71,7 @@ class ModelInfo:
             return
         expected = integrity.get("sha256") if isinstance(integrity, dict) else None
         try:
-            actual = graph_digest(path)
+            actual = hashlib.sha256(graph).hexdigest() if graph is not None else graph_digest(path)
         except (OSError, ValueError) as e:
             raise ModelError(f"{path}: cannot read the graph to verify its checksum ({e}); "
                              "the file is corrupt: re-export or re-download it") from None
@@ -81,10 +87,29 @@ class ModelInfo:
             raise ModelError(f"{path}: {e}; fix the metadata or re-export the model") from None
 
 
+def read_member(archive: zipfile.ZipFile, name: str, path: Path) -> bytes | None:
+    """A zip member's bytes, bounded whatever it inflates to; None when there is none; ModelError when
+    there are two (which one a reader takes is the zip library's choice)."""
+    count = archive.namelist().count(name)
+    if count > 1:
+        raise ModelError(f"{path}: {count} members named {name}: the file was changed after export; re-export it")
+    if count == 0:
+        return None
+    with archive.open(name) as member:
+        return member.read(MAX_METADATA_BYTES + 1)
+
+
 def read_tflite_metadata(path: Path) -> str:
+    """Our metadata (JSON text) from the zip appended to a .tflite; ModelError when there is none, or
+    when the standard ``labels.txt`` beside it names other labels (MediaPipe would show those)."""
     try:
-        with zipfile.ZipFile(path) as archive, archive.open(METADATA_MEMBER) as member:
-            data = member.read(MAX_METADATA_BYTES + 1)  # bounded, whatever the member inflates to
+        with zipfile.ZipFile(path) as archive:
+            data = read_member(archive, METADATA_MEMBER, path)
+            labels = read_member(archive, LABELS_MEMBER, path)
+            if data is None:
+                raise KeyError(METADATA_MEMBER)
+    except ModelError:
+        raise
     except (zipfile.BadZipFile, KeyError, OSError, RuntimeError, NotImplementedError, EOFError,
             zlib.error) as e:
         raise ModelError(f"{path}: no readable {METADATA_MEMBER} inside; export models with "
@@ -93,6 +118,15 @@ def read_tflite_metadata(path: Path) -> str:
         raise ModelError(f"{path}: its {METADATA_MEMBER} is larger than {MAX_METADATA_BYTES} bytes: not our "
                          "metadata; re-export the model with `python -m export --format tflite`")
     try:
-        return data.decode()
+        text = data.decode()
     except UnicodeDecodeError as e:
         raise ModelError(f"{path}: its {METADATA_MEMBER} is not UTF-8 text; re-export the model") from e
+    if labels is not None:
+        try:
+            ours = json.loads(text).get("labels")
+        except (ValueError, AttributeError, RecursionError):
+            ours = None  # invalid metadata: ModelInfo.from_json says what is wrong
+        if ours is not None and labels.decode(errors="replace").splitlines() != ours:
+            raise ModelError(f"{path}: its {LABELS_MEMBER} names other labels than its {METADATA_MEMBER}: the file "
+                             "was changed after export; re-export it")
+    return text

@@ -77,9 +77,42 @@ def test_standard_metadata_is_in_the_flatbuffer_and_renewing_it_changes_no_answe
         assert archive.read("labels.txt").decode().splitlines() == list(CLASS_NAMES)
     images = load(allow_download=False).test_images[:300]
     before = [p.probabilities for p in Predictor(path).predict_batch(images)]
+    path.chmod(0o444)
     assert restamp([str(path)]) == 0  # renewed: one TFLITE_METADATA still, the graph's answers the same
     assert standard(path) == standard(out / ARTIFACTS["tflite-int8"])
     np.testing.assert_array_equal(before, [p.probabilities for p in Predictor(path).predict_batch(images)])
+    renewed = path.read_bytes()
+    assert restamp([str(path)]) == 0 and path.read_bytes() == renewed  # idempotent: the same bytes again
+    assert path.stat().st_mode & 0o777 == 0o444  # a read-only model stays read-only
+
+
+def test_a_tflite_whose_labels_file_or_checksum_was_changed_is_refused(exported, tmp_path):
+    import zipfile
+
+    from export.tflite_metadata import main as restamp
+    from runtime import Predictor
+    from runtime.integrity import tflite_flatbuffer
+    from runtime.metadata import ModelError
+
+    out, _ = exported
+    source = out / ARTIFACTS["tflite-int8"]
+    flatbuffer = tflite_flatbuffer(source, source.read_bytes())
+    with zipfile.ZipFile(source) as archive:
+        labels, ours = archive.read("labels.txt").decode(), json.loads(archive.read("fashion_edge.json"))
+
+    def rebuilt(name, labels_text, meta):
+        path = tmp_path / name
+        path.write_bytes(flatbuffer)
+        with zipfile.ZipFile(path, "a") as archive:
+            archive.writestr("labels.txt", labels_text)
+            archive.writestr("fashion_edge.json", json.dumps(meta))
+        return path
+
+    assert Predictor(rebuilt("same.tflite", labels, ours)).labels == tuple(labels.splitlines())
+    with pytest.raises(ModelError, match="labels.txt names other labels"):  # MediaPipe would show these
+        Predictor(rebuilt("labels.tflite", labels.replace("Bag", "Purse"), ours))
+    unverified = rebuilt("unverified.tflite", labels, {k: v for k, v in ours.items() if k != "integrity"})
+    assert restamp([str(unverified)]) == 2  # a new checksum would vouch for bytes nobody verified
 
 
 def test_mediapipe_file_takes_uint8_rgb_and_answers_as_the_int8_tflite(exported):
@@ -132,6 +165,13 @@ def test_openvino_ir_keeps_int8_and_its_checksum_covers_the_weights(exported, tm
         target.write_bytes(bytes(data))
         with pytest.raises(ModelError, match="SHA-256|cannot read"):
             Predictor(tmp_path / "m.xml")
+    for suffix in (".xml", ".bin"):
+        shutil.copy(xml.with_suffix(suffix), tmp_path / f"m{suffix}")
+    text = (tmp_path / "m.xml").read_text()  # a section after the metadata (OpenVINO reads a legacy
+    # <pre-process> there): not hashed, so refused, whatever it holds
+    (tmp_path / "m.xml").write_text(text.replace("</net>", "<extra/></net>"))
+    with pytest.raises(ModelError, match="cannot read the graph"):
+        Predictor(tmp_path / "m.xml")
     (tmp_path / "m.bin").unlink()
     with pytest.raises(ModelError, match="OpenVINO cannot read it"):
         Predictor(tmp_path / "m.xml")
