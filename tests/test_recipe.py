@@ -47,7 +47,7 @@ def test_folder_recipe_and_overrides(tmp_path, caplog):
     assert "recipe for 36 images: batch 16" in caplog.text
     assert (config.batch_size, config.epochs) == (16, recipe.EPOCHS[1])
     assert (config.init, config.monitor) == ("bundled", "val_loss")
-    assert config.augment.fill == "nearest" and config.seed == 3
+    assert config.augment.rotation == 0 and config.augment.zoom == 0 and config.seed == 3  # shifts, erasing
     config = recipe.for_folder(folder, epochs=5, qat_epochs=0, batch=8, learning_rate=0.01, init="scratch")
     assert (config.epochs, config.qat_epochs, config.batch_size) == (5, 0, 8)
     assert (config.learning_rate, config.init) == (0.01, "scratch")

@@ -75,8 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"peak learning rate of the float stage (> 0); default {d.learning_rate:g}, "
                         "with --data DIR from --init")
     p.add_argument("--augment", choices=sorted(PRESETS), default=None,
-                   help="augmentation preset: standard (Fashion-MNIST's default), camera (+ rotation, zoom, "
-                        "gamma, noise), photo (--data DIR's default: shifts, tilts, zoom, light)")
+                   help="augmentation preset: standard (the default: shifts, erasing, flips), camera (+ rotation, "
+                        "zoom, gamma, noise), photo (shifts, tilts, zoom, light)")
     p.add_argument("--flip", choices=("auto", "on", "off"), default="auto",
                    help="mirror training images; auto: the preset's choice, with --data DIR on only when "
                         "mirrored images stay recognisable (photos yes, digits no)")
@@ -156,7 +156,7 @@ def folder_config(args: argparse.Namespace, dataset):
 
     contract = dataset.contract  # another folder or other options: another run, never resumed
     return for_folder(dataset, epochs=args.epochs, qat_epochs=args.qat_epochs, batch=args.batch_size,
-                      learning_rate=args.learning_rate, augment=args.augment or "photo", flip=args.flip,
+                      learning_rate=args.learning_rate, augment=args.augment, flip=args.flip,
                       init=args.init, arch=args.arch, limit=args.limit, seed=args.seed,
                       data_id=f"{dataset.checksums['files'][:16]}:{contract.color}:{contract.height}:"
                               f"{contract.preprocessing}")
