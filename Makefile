@@ -57,7 +57,8 @@ export: $(VENV)/.all data
 	$(BIN)/python -m export --format all --model $(OUT)/qat_model.h5 --out $(OUT)
 
 bench: $(VENV)/.all data
-	$(BIN)/python benchmarks/keras_latency.py --models $(OUT) --out $(OUT)/bench.json --keras-model $(OUT)/float_model.h5
+	$(BIN)/python benchmarks/keras_latency.py --models $(addprefix $(OUT)/,fashion_int8.tflite fashion_int8.onnx \
+	  fashion_float.onnx) --out $(OUT)/bench.json --keras-model $(OUT)/float_model.h5
 
 ## serve: the web page and HTTP API on http://127.0.0.1:8000/ (bundled int8 model)
 serve: $(VENV)/.all

@@ -134,9 +134,9 @@ def evaluate(reference: tuple[np.ndarray, np.ndarray], reference_size: int, mode
     results = {REFERENCE: compare(reference, reference, every, test, names, reference_size)}
     for name, path in models.items():
         fmt = FORMATS.get(name)
+        limit = fmt.gate_images if fmt else None
         backend = (fmt.open if fmt and fmt.open else open_backend)(path)
-        on_every, on_test = (every.spread(fmt.gate_images if fmt else None),
-                             test.spread(fmt.gate_images if fmt else None))
+        on_every, on_test = every.spread(limit), test.spread(limit)
         some_every, some_test = every.subset(on_every), test.subset(on_test)
         if test.pixels is every.pixels and len(on_every) == len(on_test):
             some_test = some_every  # one pass when they are the same images
