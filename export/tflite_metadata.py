@@ -175,7 +175,6 @@ def restamp(path: Path) -> None:
     """(Re)write the standard metadata of a .tflite we exported (before it had it, say) from its own
     contract: the graph, and so every answer, unchanged; the checksum verified first, then renewed
     (a file without one is refused: a new checksum would vouch for bytes nobody verified)."""
-    import json
     import os
 
     from export.convert import save_tflite
@@ -191,7 +190,7 @@ def restamp(path: Path) -> None:
     metadata = {k: v for k, v in ours.raw.items() if k != "integrity"}
     contract = ours.contract
     probe = contract.from_unit(np.zeros((8, *contract.image_shape), np.float32))
-    save_tflite(tflite_flatbuffer(path, path.read_bytes()), path, contract, json.loads(json.dumps(metadata)), probe)
+    save_tflite(tflite_flatbuffer(path, path.read_bytes()), path, contract, metadata, probe)  # copies, never changes it
     os.chmod(path, mode)  # a read-only model stays read-only
 
 
