@@ -10,8 +10,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from runtime.images import load
+
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}  # what runtime.images reads
 SAMPLES = Path(__file__).parent / "samples.npz"  # 200 official test images, 20 per class
 
 
@@ -117,10 +119,10 @@ class ImageDirSource(Source):
         while self.position < len(self.files):
             path = self.files[self.position]
             self.position += 1
-            frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if frame is not None:
-                return frame
-            log.warning("skipping %s: not a readable image", path)
+            try:
+                return load(path, channels=3)  # read as python -m runtime and the HTTP API read it
+            except ValueError as e:
+                log.warning("skipping %s", e)
         return None
 
 

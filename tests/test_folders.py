@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from runtime import images
 from runtime.collect import check_label
-from train import folder_files, folders
+from train import folders
 from train.folders import FolderError, load_folder
 
 ROOT = Path(__file__).parents[1]
@@ -173,8 +174,8 @@ def test_gray_colour_rgba_16_bit_and_palette(tmp_path):
     Image.fromarray(np.stack([disc] * 3, -1)).save(root / "disc" / "gray_as_rgb.jpg", quality=100)
     rgba = np.zeros((32, 32, 4), np.uint8)  # fully transparent: white once composited
     Image.fromarray(rgba, "RGBA").save(root / "horizontal bar" / "clear.png")
-    assert folders.decode(root / "horizontal bar" / "clear.png").min() == 255
-    assert np.abs(folders.decode(root / "disc" / "sixteen.png").astype(int) - disc).max() <= 1
+    assert images.load(root / "horizontal bar" / "clear.png").min() == 255
+    assert np.abs(images.load(root / "disc" / "sixteen.png").astype(int) - disc).max() <= 1
     assert load_folder(root).contract.channels == 1  # all gray, whatever their mode
 
     colour = np.zeros((32, 32, 3), np.uint8)
@@ -194,7 +195,7 @@ def test_exif_orientation_is_applied(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees to display
     Image.fromarray(np.zeros((20, 40), np.uint8)).save(path, exif=exif)
-    assert folders.decode(path).shape == (40, 20)
+    assert images.load(path).shape == (40, 20)
 
 
 def test_image_size_from_the_data():
@@ -334,7 +335,7 @@ def test_names_that_are_not_utf8_and_oversized_images(tmp_path):
     data = load_folder(root)
     assert data.counts["train"]["disc"] == 4
     reasons = [reason for _, reason in data.skipped]
-    assert reasons == ["ValueError: 8000x6000 is over 40,000,000 pixels: make it smaller"]
+    assert reasons == [f"image is 8000x6000 pixels; the limit is {images.MAX_PIXELS:,} pixels"]
 
 
 def test_the_checksum_follows_the_contents_and_export_refuses_changed_classes(tmp_path):
@@ -436,7 +437,7 @@ def test_a_huge_file_is_skipped_from_its_size_unread(tmp_path):
         f.truncate(3 << 30)  # sparse: 3 GB that take no disk, and would take 3 GB of memory once read
     data = load_within(root)
     assert data.counts["train"]["disc"] == 2
-    assert data.skipped == [("disc/huge.png", f"3,221,225,472 bytes, over {folder_files.MAX_IMAGE_BYTES:,}: not read; "
+    assert data.skipped == [("disc/huge.png", f"3,221,225,472 bytes, over {images.MAX_BYTES:,}: not read; "
                                               "make it smaller")]
 
 

@@ -24,7 +24,7 @@ from contract_models import make_model  # noqa: E402
 from runtime import Predictor, Roi  # noqa: E402
 from runtime.camera_sim import render  # noqa: E402
 from runtime.serve import ServeConfig, Service, create_app  # noqa: E402
-from runtime.serve.images import decode  # noqa: E402
+from runtime.images import decode  # noqa: E402
 
 
 def encode(image: np.ndarray, ext: str = ".png", **params) -> bytes:
@@ -407,10 +407,11 @@ def test_large_colour_jpeg_roi_is_in_upload_pixels(rgb_client, rgb_model):
 def test_decoding_follows_the_model_s_channels():
     bgr = colour_picture(40, 30, 5)
     png = encode(bgr)
-    gray, colour = decode(png, 10**6, channels=1), decode(png, 10**6)
-    assert gray.pixels.shape == (40, 30) and colour.pixels.shape == (40, 30)  # gray is the default
+    gray, as_is = decode(png, 10**6, channels=1), decode(png, 10**6)
+    assert gray.pixels.shape == (40, 30) and np.array_equal(gray.pixels, cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
     colour = decode(png, 10**6, channels=3)
     assert colour.pixels.shape == (40, 30, 3) and np.array_equal(colour.pixels, bgr)
+    assert np.array_equal(as_is.pixels, bgr)  # by default, as the file is: colour
     assert colour.pixels.flags.c_contiguous and colour.size == (30, 40) and colour.scale == 1
     deep = encode((np.arange(40 * 30, dtype=np.uint16).reshape(40, 30) * 50))  # a 16-bit gray PNG
     expected = ((np.arange(40 * 30).reshape(40, 30) * 50) >> 8).astype(np.uint8)

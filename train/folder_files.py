@@ -1,21 +1,19 @@
 """Which files of a data folder training reads, and how: hidden files and an operating system's
 folders skipped, links followed inside the folder only, only regular files opened (never a FIFO
-or a device: reading one blocks, or never ends), none over ``MAX_IMAGE_BYTES`` read."""
+or a device: reading one blocks, or never ends), none over ``runtime.images.MAX_BYTES`` (its
+``read_file`` reads them)."""
 
 from __future__ import annotations
 
 import logging
-import os
 import stat
 import unicodedata
 from pathlib import Path
 
 from runtime.collect import JUNK_NAMES
+from runtime.images import check_regular
 
 log = logging.getLogger("train.folders")  # its warnings are the folder loader's
-
-MAX_IMAGE_BYTES = 64 << 20  # per file: a phone photo takes a few MB, a 16-bit scan tens; a bigger file (a 3 GB
-# sparse one, a disk image) is skipped from its size, never read
 
 
 def nfc(name: str) -> str:
@@ -62,7 +60,7 @@ def resolved(path: Path, top: Path) -> Path:
 def kind_of(path: Path, top: Path) -> str:
     """"dir" or "file" for what ``files_under`` reads, else ValueError saying why it is skipped: not ``resolved``, a
     FIFO, a device or a socket (reading one blocks, or never ends: it is never opened), a file over
-    MAX_IMAGE_BYTES. Decided from ``stat``, which opens nothing."""
+    ``runtime.images.MAX_BYTES``. Decided from ``stat``, which opens nothing."""
     real = resolved(path, top)
     try:
         info = real.stat()
@@ -72,29 +70,6 @@ def kind_of(path: Path, top: Path) -> str:
         return "dir"
     check_regular(info)
     return "file"
-
-
-def check_regular(info: os.stat_result) -> None:
-    """ValueError unless ``info`` is a regular file of at most MAX_IMAGE_BYTES."""
-    if not stat.S_ISREG(info.st_mode):
-        what = ("a FIFO" if stat.S_ISFIFO(info.st_mode) else "a device" if stat.S_ISCHR(info.st_mode)
-                or stat.S_ISBLK(info.st_mode) else "a socket" if stat.S_ISSOCK(info.st_mode) else "not a file")
-        raise ValueError(f"not a regular file ({what}): not opened")
-    if info.st_size > MAX_IMAGE_BYTES:
-        raise ValueError(f"{info.st_size:,} bytes, over {MAX_IMAGE_BYTES:,}: not read; make it smaller")
-
-
-def read_regular(path: Path) -> bytes:
-    """The bytes of ``path``, a regular file of at most MAX_IMAGE_BYTES, else ValueError. Checked again on the open
-    file (non-blocking, so a file swapped for a FIFO since ``kind_of`` cannot block), and read no further than
-    the limit."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
-    with open(fd, "rb") as file:
-        check_regular(os.fstat(fd))
-        data = file.read(MAX_IMAGE_BYTES + 1)
-    if len(data) > MAX_IMAGE_BYTES:
-        raise ValueError(f"over {MAX_IMAGE_BYTES:,} bytes: not read; make it smaller")
-    return data
 
 
 def files_under(directory: Path, top: Path) -> tuple[list[Path], list[tuple[Path, str]]]:

@@ -5,12 +5,14 @@ Two layouts are read::
     DIR/cat/*.jpg, DIR/dog/*.png, ...            one sub-folder per class (names = labels)
     DIR/train/cat/..., [DIR/val/cat/...], [DIR/test/cat/...]   ready-made splits
 
-Any image Pillow reads is accepted (any size; gray, colour, palette, RGBA composited on
-white, 16-bit scaled to 8-bit), turned upright by its EXIF orientation. Hidden files and
+Images are read by the runtime's one reader (``runtime.images``: PNG, JPEG, BMP, WebP of any
+size up to its limits; gray, colour, palette, CMYK, 16-bit, transparency on white, turned
+upright by its EXIF orientation), exactly as the HTTP API and ``python -m runtime`` read the
+same file, so training and serving see the same pixels. Hidden files and
 folders are skipped silently, an operating system's folders (``__MACOSX``) with a warning;
 files that cannot be read as images are skipped and counted in one warning, and so are links
 out of the folder, FIFOs and devices (never opened) and files over
-``train.folder_files.MAX_IMAGE_BYTES`` (never read). A class folder's name is its label by the runtime's own rule
+``runtime.images.MAX_BYTES`` (never read). A class folder's name is its label by the runtime's own rule
 (``runtime.collect.check_label``, what the server and the camera demo collect into): a name
 it refuses is an error naming the folder. Every image then goes through the runtime's own
 ``runtime.preprocess.prepare``, so training sees exactly what the runtime feeds the model; how it
@@ -25,10 +27,8 @@ validation images (``test_is_validation``).
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,21 +36,19 @@ import numpy as np
 
 from runtime.collect import SPLIT_NAMES, check_label
 from runtime.contract import Contract
+from runtime.images import decode, read_file
 from runtime.preprocess import prepare
 from train import choose
 from train.choose import Score
-from train.folder_files import files_under, log_junk_dirs, nfc, read_regular, resolved, visible_dirs
+from train.folder_files import files_under, log_junk_dirs, nfc, resolved, visible_dirs
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 MIN_SIZE, MAX_SIZE = 28, 64  # the chosen input size is clamped to this range...
-DECODE_MARGIN = 4  # JPEGs decoded with sides at least 4x the largest input side: the resize to
-# the input then averages 4x4 pixels or more, as it would from the full-size photo
 SIZE_STEP = 4  # ...and a multiple of this (two poolings divide it evenly)
 COLORS = {"gray": 1, "rgb": 3}
 VALIDATION_FRACTION = 1 / 12  # TrainConfig's default: the carve-out when there is no val/
-MAX_PIXELS = 40_000_000  # per image, as decoded (a 48 MP phone JPEG decodes at 1/8 scale: 0.75 MP)
 CACHE_BYTES = 512 << 20  # decoded images kept between the two passes; beyond: decoded again
 SHOW_SKIPPED = 5  # how many skipped files the warning names
 MEASURE_PER_CLASS = 10  # training images per class below which framing, colour and size are not measured
@@ -90,55 +88,6 @@ class ImageFolder:
                 "labels": list(self.contract.labels), "counts": self.counts,
                 "skipped": len(self.skipped), "sha256": self.checksums,
                 "choices": {s.name: round(s.accuracy, 4) for s in self.choices}}
-
-
-def decode(path: Path | io.BytesIO, at_least: int | None = None) -> np.ndarray:
-    """The image as uint8, (H, W) gray or (H, W, 3) BGR (the runtime's colour order).
-
-    EXIF orientation applied, transparency composited on white, 16-bit scaled to 8-bit.
-    ``at_least``: a JPEG may be decoded at 1/2 to 1/8 scale (libjpeg's DCT scaling, 4-60x
-    faster for a phone photo) while both sides stay at least this long.
-    Raises (OSError, ValueError, ...) for anything that is not a readable image."""
-    from PIL import Image, ImageOps
-
-    with warnings.catch_warnings():  # Pillow's DecompressionBombWarning: MAX_PIXELS below decides
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        image = Image.open(path)
-    with image:
-        if at_least and image.format == "JPEG":
-            image.draft(image.mode, (at_least, at_least))
-        width, height = image.size
-        if width * height > MAX_PIXELS:  # a small PNG can declare a huge image: gigabytes once decoded
-            raise ValueError(f"{width}x{height} is over {MAX_PIXELS:,} pixels: make it smaller")
-        image.load()  # a truncated file fails here, not later
-        image = ImageOps.exif_transpose(image)
-        mode = image.mode
-        if mode == "P":
-            image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-        elif mode == "PA":
-            image = image.convert("RGBA")
-        mode = image.mode
-        if mode in ("RGBA", "LA", "RGBa", "La"):
-            rgba = image.convert("RGBA")
-            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(white, rgba).convert("L" if mode.startswith("L") else "RGB")
-            mode = image.mode
-        if mode.startswith("I;16") or mode == "I":
-            values = np.asarray(image).astype(np.int64)
-            top = 65535 if mode.startswith("I;16") or values.max() > 255 else 255
-            return ((np.clip(values, 0, top) * 255 + top // 2) // top).astype(np.uint8)
-        if mode == "F":
-            values = np.nan_to_num(np.asarray(image, np.float64))
-            top = 1.0 if values.max() <= 1.0 else 255.0
-            return np.clip(np.round(values / top * 255), 0, 255).astype(np.uint8)
-        if mode == "1":
-            image = image.convert("L")
-        elif mode != "L" and mode != "RGB":  # CMYK, YCbCr, LAB, HSV, RGBX, ...
-            image = image.convert("RGB")
-        array = np.asarray(image, dtype=np.uint8)
-    if array.ndim == 3:
-        array = np.ascontiguousarray(array[..., ::-1])  # RGB -> BGR
-    return array
 
 
 def is_gray(array: np.ndarray) -> bool:
@@ -282,7 +231,6 @@ def load_folder(root: str | Path, *, image_size: int | None = None, color: str |
     check_distinct(per_split, root)
 
     # first pass: decode everything once; sizes and colours decide the contract
-    at_least = DECODE_MARGIN * max(image_size or MAX_SIZE, MAX_SIZE)
     found: dict[str, list[Found]] = {}
     skipped: list[tuple[str, str]] = []
     cached = 0
@@ -295,14 +243,10 @@ def load_folder(root: str | Path, *, image_size: int | None = None, color: str |
             for path in paths:
                 relative = path.relative_to(root).as_posix()
                 try:
-                    data = read_regular(path)
-                    if not data:
-                        raise ValueError("empty file")
-                    pixels = decode(io.BytesIO(data), at_least)
-                    if min(pixels.shape[:2]) < 1:
-                        raise ValueError("empty image")
-                except Exception as e:  # noqa: BLE001 - any unreadable file is skipped, never fatal
-                    skipped.append((relative, f"{type(e).__name__}: {e}"))
+                    data = read_file(path)
+                    pixels = decode(data).pixels
+                except Exception as e:  # noqa: BLE001 - any unusable file is skipped, never fatal
+                    skipped.append((relative, str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"))
                     continue
                 # names (a Windows zip's bytes too) and contents: a re-labelled or edited folder is another one
                 digest.update(os.fsencode(nfc(relative)) + b"\0" + hashlib.sha256(data).digest())
@@ -336,10 +280,10 @@ def load_folder(root: str | Path, *, image_size: int | None = None, color: str |
     colours = [color] if color else ["gray"] if all(f.gray for f in every) else ["rgb", "gray"]
     candidates = [Contract(labels, size, size, channels=COLORS[c], preprocessing=kind)
                   for kind in ([preprocess] if preprocess else ["resize", "object"]) for c in colours for size in sizes]
-    contract, scores = measured_choice(candidates, found["train"], at_least, seed)
+    contract, scores = measured_choice(candidates, found["train"], seed)
 
     # second pass: the runtime's own preprocessing, stored as uint8
-    arrays = {split: (prepared(items, contract, at_least, free=True),
+    arrays = {split: (prepared(items, contract, free=True),
                       np.array([f.label for f in items], contract.label_dtype)) for split, items in found.items()}
 
     for split in counts:
@@ -364,20 +308,19 @@ def load_folder(root: str | Path, *, image_size: int | None = None, color: str |
                        checksums={"files": digest.hexdigest()}, choices=scores)
 
 
-def prepared(items: list[Found], contract: Contract, at_least: int, free: bool = False) -> np.ndarray:
+def prepared(items: list[Found], contract: Contract, free: bool = False) -> np.ndarray:
     """``items`` as the runtime prepares them for ``contract``, uint8 (N, H, W[, 3]); ``free``: drop each
     decoded copy once prepared."""
     images = np.empty((len(items), *contract.image_shape), np.uint8)
     for i, f in enumerate(items):
-        pixels = f.pixels if f.pixels is not None else decode(io.BytesIO(read_regular(f.path)), at_least)
+        pixels = f.pixels if f.pixels is not None else decode(read_file(f.path)).pixels
         if free:
             f.pixels = None
         images[i] = np.clip(np.round(prepare(pixels, contract).image * 255), 0, 255).astype(np.uint8)
     return images[..., 0] if contract.channels == 1 else images
 
 
-def measured_choice(candidates: list[Contract], items: list[Found], at_least: int,
-                    seed: int) -> tuple[Contract, list[Score]]:
+def measured_choice(candidates: list[Contract], items: list[Found], seed: int) -> tuple[Contract, list[Score]]:
     """The first candidate when it is the only one or the folder is too small to measure (fewer than
     MEASURE_PER_CLASS training images in a class); else the one ``train.choose`` measures best."""
     labels = np.array([f.label for f in items])
@@ -389,7 +332,7 @@ def measured_choice(candidates: list[Contract], items: list[Found], at_least: in
                  f"too few images to measure the alternatives: a class has fewer than {MEASURE_PER_CLASS}")
         return contract, []
     picked = [items[i] for i in choose.sample(labels, choose.SAMPLE, seed)]
-    return choose.choose({c: prepared(picked, c, at_least) for c in candidates},
+    return choose.choose({c: prepared(picked, c) for c in candidates},
                          np.array([f.label for f in picked]), seed)
 
 

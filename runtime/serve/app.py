@@ -71,7 +71,7 @@ from runtime.predictor import Prediction, Predictor, is_model_pixels
 from runtime.preprocess import Prepared, prepare
 from runtime.roi import Roi
 from runtime.serve import metrics
-from runtime.serve.images import BadImage, Decoded, OverBudget, decode
+from runtime.images import BadImage, Decoded, OverBudget, decode
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"

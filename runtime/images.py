@@ -1,34 +1,50 @@
-"""Decode uploaded image bytes into the pixels the model's contract asks for, bounding the work by what it costs.
+"""Read image files and uploads into the pixels the runtime takes: one reader for every entry point.
 
-One-channel models get a 2-D gray array (a JPEG's luma alone, the fastest path); three-channel
-models get a contiguous (height, width, 3) array in OpenCV's BGR order, as Predictor takes colour.
+``python -m runtime``, the HTTP API, collect, the camera demo's folder source and the training
+folder loader all call ``decode`` (bytes) or ``load`` (a file), so the same file gives the same
+pixels, hence the same model input, wherever it is read. One rule for every kind of file:
+
+- PNG, JPEG (MPO: a phone's JPEG with a second picture), BMP and WebP are read; anything else is
+  refused (415) by its content, whatever its name says.
+- gray files (gray, bilevel, 16-bit, 32-bit and float gray) stay 2-D gray; everything else
+  (colour, palette, CMYK, ...) becomes BGR, OpenCV's order, as ``Predictor`` takes colour. A model's
+  own gray is made later, by ``runtime.preprocess`` (``channels=1`` here asks for the same).
+- 16-bit images keep their high byte (as Pillow reads 16-bit colour); float gray is scaled to 0-255.
+- transparent images (RGBA, LA, PA, a palette or gray/RGB with a transparent colour) are
+  composited on white, as a browser shows them on a white page.
+- the EXIF orientation (JPEG, MPO, WebP, PNG) is applied: the picture as the user sees it.
+- decoded images larger than the working size (``WORK_SIDE``, about 1024 px) are shrunk at once
+  (libjpeg's DCT scaling for JPEG, ``Image.reduce`` for the others), so nothing downstream sees
+  a large array.
 
 Everything is judged from the header, before a single pixel is decoded (``check_cost``):
 
-- the size as declared (before JPEG's draft mode): at most ``max_pixels``;
+- the size as declared (before JPEG's draft mode): at most ``max_pixels`` (``MAX_PIXELS``);
 - the shape: beyond the working size, neither side may be more than 20 times the other (a 15 KB
   PNG of 4 x 4,000,000 pixels is within 16 MP, but nothing could be made of it);
 - what the format's decoder costs (measured, below): compressed BMPs are decoded by Pillow in pure
   Python, WebP through libwebp's animation decoder, progressive (and multi-scan) JPEGs hold every
   DCT coefficient of the full image whatever the draft size.
 
-Decoded images larger than the working size (``WORK_SIDE``, about 1024 px) are shrunk at once
-(libjpeg's DCT scaling for JPEG, ``Image.reduce`` for the others), so nothing downstream sees a
-large array. Transparent images (RGBA, LA, PA, a palette or gray/RGB with a transparent colour)
-are composited on white, as a browser shows them on a white page: a dark garment cut out on a
-transparent background reads as a garment on a light backdrop. JPEG and MPO (many phones' JPEG
-with a second picture) are decoded alike, EXIF rotation applied.
+Files are read by ``read_file``: regular files only (never a FIFO or a device: reading one blocks
+or never ends), at most ``MAX_BYTES``, read no further than that.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import re
+import stat
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
+MAX_PIXELS = 16_000_000  # of an image, as its header declares it: a 12 MP phone photo passes
+MAX_BYTES = 64 << 20  # of a file: a phone photo takes a few MB, a 16-bit scan tens; a bigger one is never read
 FORMATS = ("PNG", "JPEG", "BMP", "WEBP")  # what Image.open may try; see JPEG_FORMATS for MPO
 # Pillow opens a JPEG with an MP extension (a phone's MPO) through the JPEG plugin as format "MPO"
 # ("MPO" cannot be given to Image.open's formats): both are decoded the same way.
@@ -58,6 +74,8 @@ WEBP_BYTES_PER_PIXEL = 16
 PYTHON_DECODER_SHARE = 16
 MAX_JPEG_SCANS = 64  # libjpeg's progressive scripts use 6-12; each scan is a pass over the coefficients
 BMP_RLE = (1, 2)  # BITMAPINFOHEADER compression: RLE8, RLE4
+EXIF_FORMATS = (*JPEG_FORMATS, "WEBP", "PNG")
+GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that turn the picture by 90 degrees
 TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
@@ -84,20 +102,64 @@ class OverBudget(BadImage):
 @dataclass(frozen=True)
 class Decoded:
     pixels: np.ndarray  # uint8: (height, width) gray, or (height, width, 3) BGR
-    scale: float  # decoded pixels per pixel of the uploaded image (< 1 when shrunk)
-    size: tuple[int, int]  # width, height of the uploaded image, as the user sees it (EXIF orientation)
+    scale: float  # decoded pixels per pixel of the image (< 1 when shrunk)
+    size: tuple[int, int]  # width, height of the image, as the user sees it (EXIF orientation)
 
     @property
     def declared_pixels(self) -> int:
         return self.size[0] * self.size[1]
 
 
-def decode(data: bytes, max_pixels: int, channels: int = 1, budget: int | None = None) -> Decoded:
-    """PNG/JPEG/MPO/BMP/WebP bytes -> gray (``channels`` 1) or BGR (3) uint8, shrunk to the working size.
+def load(path: str | Path, max_pixels: int = MAX_PIXELS, channels: int | None = None) -> np.ndarray:
+    """An image file's pixels (``decode`` of ``read_file``); BadImage (a ValueError) naming the file
+    for anything unusable."""
+    try:
+        return decode(read_file(path), max_pixels, channels).pixels
+    except BadImage as e:
+        raise BadImage(e.status, f"{path}: {e}") from None
 
-    BadImage (4xx) for anything unusable or too costly; ``budget``: the pixels a batch has left."""
+
+def read_file(path: str | Path, max_bytes: int = MAX_BYTES) -> bytes:
+    """The bytes of ``path``, a regular file of at most ``max_bytes``, else BadImage. Opened non-blocking
+    (a FIFO or a device never blocks), checked on the open file, read no further than the limit."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except FileNotFoundError:
+        raise BadImage(404, "no such file") from None
+    except OSError as e:
+        raise BadImage(403, f"cannot be read: {e.strerror or e}") from None
+    try:
+        check_regular(os.fstat(fd), max_bytes)
+    except BadImage:
+        os.close(fd)
+        raise
+    with open(fd, "rb") as file:
+        data = file.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise BadImage(413, f"over {max_bytes:,} bytes: not read; make it smaller")
+    return data
+
+
+def check_regular(info: os.stat_result, max_bytes: int = MAX_BYTES) -> None:
+    """BadImage unless ``info`` is a regular file of at most ``max_bytes``."""
+    if not stat.S_ISREG(info.st_mode):
+        what = ("a folder" if stat.S_ISDIR(info.st_mode) else "a FIFO" if stat.S_ISFIFO(info.st_mode)
+                else "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode)
+                else "a socket" if stat.S_ISSOCK(info.st_mode) else "not a file")
+        raise BadImage(415, f"not a regular file ({what}): not read")
+    if info.st_size > max_bytes:
+        raise BadImage(413, f"{info.st_size:,} bytes, over {max_bytes:,}: not read; make it smaller")
+
+
+def decode(data: bytes, max_pixels: int = MAX_PIXELS, channels: int | None = None,
+           budget: int | None = None) -> Decoded:
+    """PNG/JPEG/MPO/BMP/WebP bytes -> uint8 pixels, shrunk to the working size (see the module's rules):
+    gray files 2-D, others BGR; ``channels`` 1 or 3 asks for gray (``runtime.preprocess``'s own rule) or BGR.
+
+    BadImage (a ValueError: ``status`` is the HTTP status to answer) for anything unusable or too costly;
+    ``budget``: the pixels a batch has left."""
     if not data:
-        raise BadImage(400, "empty body: send the image file's bytes")
+        raise BadImage(400, "empty file: no image in it")
     image = open_image(data, max_pixels)
     try:
         orientation = exif_orientation(image)
@@ -109,39 +171,52 @@ def decode(data: bytes, max_pixels: int, channels: int = 1, budget: int | None =
             raise OverBudget(f"this one is {width}x{height}; {max(budget, 0):,} pixels were left")
         try:
             if image.format in JPEG_FORMATS:
-                # gray: decode luma only; both: downscaled in the DCT when large
-                image.draft("L" if channels == 1 else "RGB", JPEG_TARGET)
-            image.load()
-            pixels = to_pixels(image, channels, orientation)
+                image.draft(image.mode, JPEG_TARGET)  # downscaled in the DCT when large
+            image.load()  # a truncated or corrupt file fails here
+            pixels = to_pixels(image, orientation)
         except Exception as e:  # truncated or corrupt pixel data
             raise BadImage(400, f"cannot decode the image: {e}") from None
     finally:
         image.close()
+    if channels == 1 and pixels.ndim == 3:
+        from runtime.preprocess import to_gray
+
+        pixels = to_gray(pixels)
+    elif channels == 3 and pixels.ndim == 2:
+        pixels = np.ascontiguousarray(np.repeat(pixels[..., None], 3, axis=2))
     return Decoded(pixels, max(pixels.shape[:2]) / max(width, height), (width, height))
 
 
 def open_image(data: bytes, max_pixels: int) -> Image.Image:
     """Read the header only; 415 for what is not an accepted image."""
     try:
-        image = Image.open(io.BytesIO(data), formats=FORMATS)
+        with warnings.catch_warnings():  # Pillow's DecompressionBombWarning: max_pixels decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError:
-        raise BadImage(415, f"not a {', '.join(FORMATS)} image") from None
+        raise BadImage(415, "not an image this reads (PNG, JPEG, BMP or WebP)") from None
     except Image.DecompressionBombError as e:  # Pillow's own, far higher limit
         raise BadImage(413, f"image over the limit of {max_pixels:,} pixels ({e})") from None
     except Exception as e:  # a header the plugin cannot parse
         raise BadImage(400, f"cannot read the image header: {e}") from None
     if image.format not in ACCEPTED:  # pragma: no cover - Image.open only tries FORMATS
         image.close()
-        raise BadImage(415, f"not a {', '.join(FORMATS)} image")
+        raise BadImage(415, "not an image this reads (PNG, JPEG, BMP or WebP)")
     return image
 
 
 def exif_orientation(image: Image.Image) -> int:
-    """The EXIF orientation (1-8) of a JPEG/MPO/WebP photo; 1 (as stored) when absent or unreadable."""
-    if image.format not in (*JPEG_FORMATS, "WEBP"):
+    """The EXIF orientation (1-8) of a JPEG/MPO/WebP/PNG image; 1 (as stored) when absent or unreadable.
+    Read from the header only (a PNG's eXIf chunk before its pixels: Pillow's getexif() would decode them)."""
+    if image.format not in EXIF_FORMATS:
         return 1
     try:
-        value = image.getexif().get(ExifTags.Base.Orientation, 1)
+        if image.format == "PNG":
+            exif = Image.Exif()
+            exif.load(image.info.get("exif") or b"")
+        else:
+            exif = image.getexif()
+        value = exif.get(ExifTags.Base.Orientation, 1)
     except Exception:  # a broken EXIF block does not make the picture unusable
         return 1
     return value if isinstance(value, int) and value in TRANSPOSE else 1
@@ -219,15 +294,15 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def to_pixels(image: Image.Image, channels: int, orientation: int = 1) -> np.ndarray:
-    """A loaded image -> uint8 gray or BGR, shrunk to the working size, on white, as the user sees it."""
-    if image.mode.startswith("I;16"):  # 16-bit PNG: Pillow's convert("L") would clip, not scale
-        image = Image.fromarray((np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8), "L")
+def to_pixels(image: Image.Image, orientation: int = 1) -> np.ndarray:
+    """A loaded image -> uint8, gray 2-D or BGR, shrunk to the working size, on white, as the user sees it."""
+    gray = image.mode in GRAY_MODES
+    image = eight_bit(image)
     transparent = image.has_transparency_data
     if transparent:  # premultiplied, so that shrinking averages what is seen
         image = (image if image.mode == "RGBA" else image.convert("RGBA")).convert("RGBa")
-    elif image.mode not in ("L", "RGB"):  # palette, bilevel, CMYK, 32-bit
-        image = image.convert("L" if channels == 1 and image.mode in ("1", "P", "I", "F") else "RGB")
+    elif image.mode not in ("L", "RGB"):  # bilevel, palette, CMYK, YCbCr, LAB, HSV, RGBX
+        image = image.convert("L" if gray else "RGB")
     factor = max(image.size) // WORK_SIDE
     if factor >= 2:
         image = image.reduce(factor)
@@ -235,11 +310,23 @@ def to_pixels(image: Image.Image, channels: int, orientation: int = 1) -> np.nda
         premultiplied = np.asarray(image)
         # over white: c * a / 255 + 255 * (1 - a / 255), and c * a / 255 is the premultiplied value
         rgb = premultiplied[..., :3] + (255 - premultiplied[..., 3:])
-        image = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
+        image = Image.fromarray(np.ascontiguousarray(rgb[..., 0] if gray else rgb), "L" if gray else "RGB")
     if orientation in TRANSPOSE:
         image = image.transpose(TRANSPOSE[orientation])
-    if channels == 1:
-        return np.asarray(image if image.mode == "L" else image.convert("L"))
-    if image.mode != "RGB":
-        image = image.convert("RGB")  # gray
-    return np.ascontiguousarray(np.asarray(image)[..., ::-1])
+    pixels = np.asarray(image)
+    return pixels if pixels.ndim == 2 else np.ascontiguousarray(pixels[..., ::-1])
+
+
+def eight_bit(image: Image.Image) -> Image.Image:
+    """16-bit and 32-bit gray as 8-bit "L": the high byte, as Pillow reads 16-bit colour (its convert("L")
+    would clip, not scale); float gray from 0-1 (or 0-255) to 0-255, rounded. Other modes as they are."""
+    if image.mode.startswith("I"):
+        values = np.asarray(image).astype(np.int64)
+        wide = image.mode != "I" or values.max(initial=0) > 255  # "I": 16-bit values, or 8-bit ones widened
+        pixels = np.clip(values, 0, 65535) >> 8 if wide else np.clip(values, 0, 255)
+        return Image.fromarray(pixels.astype(np.uint8), "L")
+    if image.mode == "F":
+        values = np.nan_to_num(np.asarray(image, np.float64))
+        top = 1.0 if values.max(initial=0) <= 1.0 else 255.0
+        return Image.fromarray(np.clip(np.round(values / top * 255), 0, 255).astype(np.uint8), "L")
+    return image
