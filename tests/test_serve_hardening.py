@@ -212,6 +212,26 @@ def test_concurrency_limit_counts_requests_and_always_answers_healthz():
 
 # --- the connection protocol, in this process on uvicorn's own server -------------------------------
 
+def test_the_guards_check_uvicorns_classes_once_and_name_the_tested_version():
+    """Another uvicorn, whose protocol classes lack what the guards use, stops the server at start
+    (the import of runtime.serve.guards) saying which uvicorn they were tested with; the serve extra
+    allows that minor series only, and it is the one installed."""
+    class Changed:  # a protocol of another uvicorn: no on_body(), its __init__ sets no .pipeline
+        def __init__(self):
+            self.cycle = None
+
+        def on_headers_complete(self):
+            pass
+
+    guards.check_uvicorn(Changed, ["on_headers_complete"], ["cycle"])  # what it has: fine
+    with pytest.raises(ImportError, match=r"tested with uvicorn 0\.55\.x .*on_body\(\), \.pipeline"):
+        guards.check_uvicorn(Changed, ["on_headers_complete", "on_body"], ["cycle", "pipeline"])
+    major, minor = guards.TESTED_UVICORN.split(".")
+    pin = f'"uvicorn[standard]>={major}.{minor},<{major}.{int(minor) + 1}"'
+    assert pin in (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert uvicorn.__version__.startswith(guards.TESTED_UVICORN + ".")
+
+
 PROTOCOLS = [pytest.param(guards.GuardedHttpToolsProtocol, id="httptools"),
              pytest.param(guards.GuardedH11Protocol, id="h11")]
 

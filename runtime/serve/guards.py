@@ -14,6 +14,11 @@ not installed:
 - at most ``max_connections`` open sockets per worker; at the limit the least recently active
   socket that owes the server bytes (a request head, or the rest of a body) is closed to make
   room, so neither idle nor trickling sockets can lock clients out.
+
+These subclass uvicorn's protocol classes and use their private attributes, as uvicorn
+``TESTED_UVICORN`` has them (pyproject's serve extra allows that minor series only): checked once,
+when this module is imported (``check_uvicorn``), so another uvicorn fails at start, saying so,
+rather than on a request.
 """
 
 from __future__ import annotations
@@ -23,10 +28,32 @@ import functools
 import json
 import os
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from runtime.serve import metrics
 from runtime.serve.config import CONFIG_ENV, ServeConfig
+
+TESTED_UVICORN = "0.55"  # the minor series these subclasses were written for and tested with
+
+
+def check_uvicorn(cls: type, methods: Iterable[str] = (), attributes: Iterable[str] = ()) -> None:
+    """ImportError naming the tested uvicorn unless ``cls`` (a uvicorn class) has what this module uses
+    of it: ``methods`` (looked up on the class) and ``attributes`` (set by its ``__init__``: looked up
+    among the names its code stores)."""
+    code = getattr(cls.__init__, "__code__", None)
+    names = set(code.co_names) if code is not None else set()
+    missing = [f"{name}()" for name in methods if not callable(getattr(cls, name, None))]
+    missing += [f".{name}" for name in attributes if name not in names]
+    if missing:
+        try:
+            from uvicorn import __version__ as version
+        except ImportError:  # pragma: no cover - the classes come from uvicorn
+            version = "?"
+        raise ImportError(f"runtime.serve.guards was tested with uvicorn {TESTED_UVICORN}.x and uses "
+                          f"{cls.__module__}.{cls.__qualname__}'s {', '.join(missing)}, which uvicorn {version} "
+                          f"does not have: install uvicorn {TESTED_UVICORN}.x, as the serve extra pins it")
+
 
 # --- connections: a uvicorn HTTP protocol -----------------------------------------------------------
 
@@ -183,11 +210,27 @@ class HeadGuard:
         metrics.REFUSED.labels(reason).inc()
 
 
+# What HeadGuard uses of either protocol: methods it overrides or calls, attributes it reads.
+PROTOCOL_METHODS = ("connection_made", "connection_lost", "data_received", "on_response_complete")
+PROTOCOL_ATTRIBUTES = ("loop", "server_state", "connections", "transport", "cycle")
+
+try:
+    from uvicorn.server import ServerState
+except ImportError:  # pragma: no cover - uvicorn comes with the serve extra
+    pass
+else:
+    check_uvicorn(ServerState, attributes=("connections", "default_headers"))
+
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle as HttpToolsCycle
 except ImportError:  # pragma: no cover - httptools comes with uvicorn[standard]
     HttpToolsProtocol = None
 else:
+    check_uvicorn(HttpToolsProtocol, (*PROTOCOL_METHODS, "on_headers_complete", "on_body", "on_message_complete"),
+                  (*PROTOCOL_ATTRIBUTES, "pipeline"))
+    check_uvicorn(HttpToolsCycle, attributes=("response_complete",))
+
     class GuardedHttpToolsProtocol(HeadGuard, HttpToolsProtocol):
         """uvicorn's httptools protocol with the head timeout, head size cap and socket cap."""
 
@@ -223,9 +266,13 @@ else:
 try:
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
+    from uvicorn.protocols.http.h11_impl import RequestResponseCycle as H11Cycle
 except ImportError:  # pragma: no cover - h11 is a dependency of uvicorn
     H11Protocol = None
 else:
+    check_uvicorn(H11Protocol, PROTOCOL_METHODS, (*PROTOCOL_ATTRIBUTES, "conn"))
+    check_uvicorn(H11Cycle, attributes=("response_complete",))
+
     class GuardedH11Protocol(HeadGuard, H11Protocol):
         """uvicorn's h11 protocol with the head timeout, head size cap and socket cap (without httptools)."""
 
