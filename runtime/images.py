@@ -159,7 +159,7 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS, channels: int | None = Non
     BadImage (a ValueError: ``status`` is the HTTP status to answer) for anything unusable or too costly;
     ``budget``: the pixels a batch has left."""
     if not data:
-        raise BadImage(400, "empty file: no image in it")
+        raise BadImage(400, "empty (0 bytes): no image in it")
     image = open_image(data, max_pixels)
     try:
         orientation = exif_orientation(image)
@@ -175,6 +175,8 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS, channels: int | None = Non
             image.load()  # a truncated or corrupt file fails here
             pixels = to_pixels(image, orientation)
         except Exception as e:  # truncated or corrupt pixel data
+            if "truncated" in str(e):
+                raise BadImage(400, f"truncated {image.format} (the file ends before its image data)") from None
             raise BadImage(400, f"cannot decode the image: {e}") from None
     finally:
         image.close()

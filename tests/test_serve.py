@@ -24,6 +24,7 @@ from contract_models import make_model  # noqa: E402
 from runtime import Predictor, Roi  # noqa: E402
 from runtime.camera_sim import render  # noqa: E402
 from runtime.serve import ServeConfig, Service, create_app  # noqa: E402
+from runtime.serve.errors import ServiceError  # noqa: E402
 from runtime.images import decode  # noqa: E402
 
 
@@ -443,6 +444,12 @@ def test_service_is_callable_without_http(gray2_model):
     assert answer["label"] == Predictor(gray2_model).predict(image).label and len(answer["top_k"]) == 1
     assert service.default_top_k == 2 and service.max_top_k == 2
     assert service.metadata()["contract"]["preprocessing"] == {"kind": "resize"}
+    with pytest.raises(ServiceError) as refused:  # its own error, no HTTP; the status is a hint for the routes
+        service.classify_bytes(b"", 1, None, 0.0)
+    assert refused.value.status == 400 and "empty" in str(refused.value)
+    with pytest.raises(ServiceError) as refused:
+        service.classify_bytes(encode(image), 1, Roi(15, 15, 10, 10), 0.0)
+    assert refused.value.status == 422 and "does not fit inside the 20x20 image" in str(refused.value)
 
 
 def test_a_model_whose_metadata_mismatches_its_graph_is_refused_at_start(tmp_path):

@@ -25,6 +25,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from runtime.serve import ServeConfig, create_app, guards  # noqa: E402
 from runtime.serve.__main__ import parse_args  # noqa: E402
+from runtime.serve.config import TokenError, check_token, read_token_file  # noqa: E402
+from runtime.serve.middleware import ConcurrencyLimit, HostGuard, allowed_hosts_for  # noqa: E402
 
 IDLE_SOCKETS = int(os.environ.get("HARDENING_IDLE_SOCKETS", "300"))  # more than the test server's socket cap
 HEADER_TIMEOUT = 2.0  # the real test server's --header-timeout
@@ -36,29 +38,29 @@ PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08
 
 @pytest.mark.parametrize("token", ["s3cret", "0123456789abcdef0123456789abcdef", "with inner space", "a/b+c=~"])
 def test_usable_tokens_are_accepted(token):
-    assert guards.check_token(token, "--token") == token
+    assert check_token(token, "--token") == token
 
 
 @pytest.mark.parametrize("token, complaint", [("", "empty"), (" s3cret", "whitespace"), ("s3cret ", "whitespace"),
                                               ("s3cret\n", "whitespace"), ("tök3n", "non-ASCII"),
                                               ("s3c\tret", "control"), ("s3c\x00ret", "control")])
 def test_tokens_that_could_never_match_are_refused(token, complaint):
-    with pytest.raises(guards.TokenError, match=complaint):
-        guards.check_token(token, "--token")
+    with pytest.raises(TokenError, match=complaint):
+        check_token(token, "--token")
 
 
 def test_token_file_allows_one_trailing_newline(tmp_path):
     path = tmp_path / "token"
     for content, expected in [(b"s3cret", "s3cret"), (b"s3cret\n", "s3cret")]:
         path.write_bytes(content)
-        assert guards.read_token_file(path) == expected
+        assert read_token_file(path) == expected
     for content, complaint in [(b"s3cret\n\n", "whitespace"), (b" s3cret\n", "whitespace"),
                                (b"s3cret\r\n", "whitespace"), (b"t\xc3\xb6k3n\n", "not ASCII"), (b"\n", "empty")]:
         path.write_bytes(content)
-        with pytest.raises(guards.TokenError, match=complaint):
-            guards.read_token_file(path)
-    with pytest.raises(guards.TokenError, match="cannot read"):
-        guards.read_token_file(tmp_path / "missing")
+        with pytest.raises(TokenError, match=complaint):
+            read_token_file(path)
+    with pytest.raises(TokenError, match="cannot read"):
+        read_token_file(tmp_path / "missing")
 
 
 def test_cli_takes_the_token_from_a_file_or_the_environment_and_refuses_bad_ones(tmp_path, monkeypatch, capsys):
@@ -95,15 +97,15 @@ def test_a_bad_token_file_stops_the_server_before_it_starts(tmp_path):
 # --- Host and Origin ---------------------------------------------------------------------------------
 
 def test_allowed_hosts_follow_the_bound_address():
-    hosts, any_ip = guards.allowed_hosts_for("127.0.0.1")
+    hosts, any_ip = allowed_hosts_for("127.0.0.1")
     assert set(hosts) == {"127.0.0.1", "localhost", "::1"} and not any_ip
-    hosts, any_ip = guards.allowed_hosts_for("0.0.0.0", ["shop.example", "*.lan"])
+    hosts, any_ip = allowed_hosts_for("0.0.0.0", ["shop.example", "*.lan"])
     machine = socket.gethostname().lower()
     assert any_ip and {"shop.example", "*.lan", "localhost", machine, f"{machine}.local"} == set(hosts)
-    hosts, any_ip = guards.allowed_hosts_for("192.168.1.20")
+    hosts, any_ip = allowed_hosts_for("192.168.1.20")
     assert not any_ip and "192.168.1.20" in hosts and "localhost" not in hosts
     with pytest.raises(ValueError):
-        guards.allowed_hosts_for("127.0.0.1", ["http://shop.example:8000"])
+        allowed_hosts_for("127.0.0.1", ["http://shop.example:8000"])
     assert parse_args(["--host", "0.0.0.0", "--allowed-host", "Shop.Example."]).allowed_hosts[0] == "shop.example"
 
 
@@ -111,7 +113,7 @@ def host_app(hosts, any_ip=False):
     async def ok(scope, receive, send):
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
-    return guards.HostGuard(ok, hosts, any_ip)
+    return HostGuard(ok, hosts, any_ip)
 
 
 @pytest.mark.parametrize("bind, host, allowed", [
@@ -123,7 +125,7 @@ def host_app(hosts, any_ip=False):
     ("0.0.0.0", "rebind.attacker.example:8000", False),
 ])
 def test_host_guard(bind, host, allowed):
-    hosts, any_ip = guards.allowed_hosts_for(bind, ["shop.lan"] if bind == "0.0.0.0" else [])
+    hosts, any_ip = allowed_hosts_for(bind, ["shop.lan"] if bind == "0.0.0.0" else [])
     client = TestClient(host_app(hosts, any_ip))  # no lifespan: a bare ASGI app
     assert client.get("/", headers={"Host": host}).status_code == (200 if allowed else 400)
 
@@ -138,7 +140,7 @@ def test_host_guard_wildcards_and_duplicates():
 @pytest.fixture(scope="module")
 def guarded_client():
     """The whole app as the CLI configures a loopback server, with one CORS origin."""
-    hosts, any_ip = guards.allowed_hosts_for("127.0.0.1")
+    hosts, any_ip = allowed_hosts_for("127.0.0.1")
     config = ServeConfig(allowed_hosts=hosts, allow_ip_hosts=any_ip, cors_origins=("https://shop.example",))
     with TestClient(create_app(config), base_url="http://127.0.0.1:8000") as client:
         yield client
@@ -188,7 +190,7 @@ def test_concurrency_limit_counts_requests_and_always_answers_healthz():
         await send({"type": "http.response.body", "body": b"done"})
 
     async def scenario():
-        limited = guards.ConcurrencyLimit(slow, limit=2)
+        limited = ConcurrencyLimit(slow, limit=2)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=limited), base_url="http://t") as client:
             held = [asyncio.create_task(client.get("/slow")) for _ in range(2)]
             for _ in range(100):  # until both are in progress
@@ -209,6 +211,26 @@ def test_concurrency_limit_counts_requests_and_always_answers_healthz():
 
 
 # --- the connection protocol, in this process on uvicorn's own server -------------------------------
+
+def test_the_guards_check_uvicorns_classes_once_and_name_the_tested_version():
+    """Another uvicorn, whose protocol classes lack what the guards use, stops the server at start
+    (the import of runtime.serve.guards) saying which uvicorn they were tested with; the serve extra
+    allows that minor series only, and it is the one installed."""
+    class Changed:  # a protocol of another uvicorn: no on_body(), its __init__ sets no .pipeline
+        def __init__(self):
+            self.cycle = None
+
+        def on_headers_complete(self):
+            pass
+
+    guards.check_uvicorn(Changed, ["on_headers_complete"], ["cycle"])  # what it has: fine
+    with pytest.raises(ImportError, match=r"tested with uvicorn 0\.55\.x .*on_body\(\), \.pipeline"):
+        guards.check_uvicorn(Changed, ["on_headers_complete", "on_body"], ["cycle", "pipeline"])
+    major, minor = guards.TESTED_UVICORN.split(".")
+    pin = f'"uvicorn[standard]>={major}.{minor},<{major}.{int(minor) + 1}"'
+    assert pin in (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert uvicorn.__version__.startswith(guards.TESTED_UVICORN + ".")
+
 
 PROTOCOLS = [pytest.param(guards.GuardedHttpToolsProtocol, id="httptools"),
              pytest.param(guards.GuardedH11Protocol, id="h11")]

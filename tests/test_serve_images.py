@@ -314,7 +314,7 @@ def test_the_event_loop_keeps_serving_while_an_upload_is_decoded(monkeypatch):
 def test_a_full_queue_answers_503_with_retry_after_at_once(monkeypatch):
     import httpx
 
-    from runtime.serve.app import WorkQueue
+    from runtime.serve.work import WorkQueue
 
     app = create_app(ServeConfig())
     service = app.state.service
@@ -350,7 +350,8 @@ def test_a_full_queue_answers_503_with_retry_after_at_once(monkeypatch):
 
 
 def test_work_queue_bounds_waiting_bytes():
-    from runtime.serve.app import WorkQueue
+    from runtime.serve.errors import Busy
+    from runtime.serve.work import WorkQueue
 
     queue = WorkQueue(threads=1, max_waiting=10, max_bytes=1000)
     gate = threading.Event()
@@ -360,7 +361,7 @@ def test_work_queue_bounds_waiting_bytes():
         await asyncio.sleep(0.05)
         try:
             queue.check(200)
-        except Exception as e:  # HTTPException
+        except Busy as e:
             error = e
         else:
             error = None
@@ -370,7 +371,7 @@ def test_work_queue_bounds_waiting_bytes():
         return error
 
     error = asyncio.run(scenario())
-    assert error is not None and error.status_code == 503
+    assert error is not None and error.status == 503 and error.retry_after == 1  # what routes answer: 503, Retry-After
 
 
 # --- 4. a batch's pixel budget, images prepared as they come ------------------------------------------

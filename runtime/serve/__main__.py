@@ -15,8 +15,8 @@ TOKEN_ENV = "FASHION_EDGE_TOKEN"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from runtime.serve import guards
-    from runtime.serve.app import ServeConfig
+    from runtime.serve.config import ServeConfig, check_token, read_token_file
+    from runtime.serve.middleware import allowed_hosts_for
 
     d = ServeConfig()
     p = argparse.ArgumentParser(prog="python -m runtime.serve", description=__doc__)
@@ -80,12 +80,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--ssl-certfile and --ssl-keyfile go together")
     try:
         if args.token_file is not None:
-            args.token = guards.read_token_file(args.token_file)
+            args.token = read_token_file(args.token_file)
         elif args.token is not None:
-            guards.check_token(args.token, "--token")
+            check_token(args.token, "--token")
         elif os.environ.get(TOKEN_ENV) is not None:
-            args.token = guards.check_token(os.environ[TOKEN_ENV], f"${TOKEN_ENV}")
-        args.allowed_hosts, args.allow_ip_hosts = guards.allowed_hosts_for(args.host, args.allowed_host)
+            args.token = check_token(os.environ[TOKEN_ENV], f"${TOKEN_ENV}")
+        args.allowed_hosts, args.allow_ip_hosts = allowed_hosts_for(args.host, args.allowed_host)
     except ValueError as e:  # TokenError, or a malformed --allowed-host
         p.error(str(e))
     if args.collect is not None:
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from runtime.predictor import Predictor
         from runtime.serve import guards
-        from runtime.serve.app import CONFIG_ENV, ServeConfig
+        from runtime.serve.config import CONFIG_ENV, ServeConfig
     except ImportError as e:
         print(f"error: the server needs the serve extra: pip install 'fashion-edge[serve]' ({e})", file=sys.stderr)
         return 2

@@ -1,7 +1,8 @@
-"""What the server bounds and checks beyond uvicorn's and Starlette's defaults.
+"""The connection guards: what the server bounds beyond uvicorn's defaults before a request reaches
+the app (the request guards, ASGI middleware, are in ``runtime.serve.middleware``).
 
-Connections (a uvicorn HTTP protocol, ``GuardedHttpToolsProtocol``, or ``GuardedH11Protocol``
-where httptools is not installed):
+A uvicorn HTTP protocol, ``GuardedHttpToolsProtocol``, or ``GuardedH11Protocol`` where httptools is
+not installed:
 
 - a request's head (request line and headers) must arrive within ``header_timeout`` of the
   connection opening or of the previous response; else the socket is closed (with a 408 when
@@ -14,268 +15,44 @@ where httptools is not installed):
   socket that owes the server bytes (a request head, or the rest of a body) is closed to make
   room, so neither idle nor trickling sockets can lock clients out.
 
-Requests (ASGI middleware, added by ``runtime.serve.app.add_middleware``):
-
-- ``ConcurrencyLimit``: at most N requests in progress per worker, 503 beyond; /healthz is
-  always answered.
-- ``HostGuard``: the Host header must name this server (DNS rebinding); 400 otherwise.
-- ``CrossSiteGuard``: a POST (or any unsafe method) from another site's page is refused with
-  403, since an HTML form posts cross-site without a CORS preflight.
-
-And the bearer token: ``check_token`` and ``read_token_file`` refuse, at start, a token that no
-request could ever match.
+These subclass uvicorn's protocol classes and use their private attributes, as uvicorn
+``TESTED_UVICORN`` has them (pyproject's serve extra allows that minor series only): checked once,
+when this module is imported (``check_uvicorn``), so another uvicorn fails at start, saying so,
+rather than on a request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import ipaddress
 import json
 import os
-import re
-import socket
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import urlsplit
-
-from starlette.responses import JSONResponse
 
 from runtime.serve import metrics
+from runtime.serve.config import CONFIG_ENV, ServeConfig
 
-# --- the bearer token -------------------------------------------------------------------------------
-
-
-class TokenError(ValueError):
-    """A token that could never match a request's ``Authorization: Bearer …``."""
+TESTED_UVICORN = "0.55"  # the minor series these subclasses were written for and tested with
 
 
-def check_token(token: str, source: str) -> str:
-    """``token`` if usable, else TokenError saying what is wrong with it (``source``: where it came from).
-
-    Clients send ``Authorization: Bearer TOKEN``; HTTP strips whitespace around a header value and
-    FastAPI around the credentials, and a header carries ASCII: a token with surrounding
-    whitespace, control or non-ASCII characters would be accepted here and then never match."""
-    if not token:
-        raise TokenError(f"{source} is empty")
-    if token != token.strip():
-        raise TokenError(f"{source} starts or ends with whitespace, which a request's 'Authorization: Bearer' "
-                         "header cannot carry: no request would ever match it")
-    if not (token.isascii() and token.isprintable()):
-        raise TokenError(f"{source} has non-ASCII or control characters, which a request's 'Authorization' header "
-                         "cannot carry; use printable ASCII, e.g. the output of `openssl rand -hex 16`")
-    return token
-
-
-def read_token_file(path: str | os.PathLike) -> str:
-    """The token in ``path``: its whole content, less one trailing newline (as ``echo`` and editors end a line)."""
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as e:
-        raise TokenError(f"cannot read the token file {path}: {e.strerror or e}") from None
-    if raw.endswith(b"\n"):
-        raw = raw[:-1]
-    try:
-        token = raw.decode("ascii")
-    except UnicodeDecodeError:
-        raise TokenError(f"the token in {path} is not ASCII, which a request's 'Authorization' header cannot carry; "
-                         "use printable ASCII, e.g. the output of `openssl rand -hex 16`") from None
-    return check_token(token, f"the token in {path}")
-
-
-# --- Host and Origin --------------------------------------------------------------------------------
-
-WILDCARD_BINDS = {"0.0.0.0", "::", ""}
-LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
-_HOST = re.compile(r"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9._~!$&'()*+,;=%-]+))(?::(?P<port>\d{1,5}))?")
-_PATTERN = re.compile(r"\*|(\*\.)?[a-z0-9_~-]+(\.[a-z0-9_~-]+)*|[0-9a-f:.]+")
-
-
-def normalise_host(host: str) -> str:
-    """A host name or IP literal as the guards compare it: lower case, no trailing dot, IPv6 compressed
-    and without brackets."""
-    host = host.strip().lower().rstrip(".")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        return host
-
-
-def check_host_pattern(pattern: str) -> str:
-    """An --allowed-host value (a name, an IP, ``*.domain`` or ``*``), normalised; ValueError if malformed."""
-    host = normalise_host(pattern)
-    if not _PATTERN.fullmatch(host):
-        raise ValueError(f"{pattern!r} is not a host name, an IP address, '*.domain' or '*' (no scheme, no port)")
-    return host
-
-
-def is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def is_loopback(host: str) -> bool:
-    return host == "localhost" or (is_ip(host) and ipaddress.ip_address(host).is_loopback)
-
-
-def allowed_hosts_for(bind: str, extra: Iterable[str] = ()) -> tuple[tuple[str, ...], bool]:
-    """The Host header values a server bound to ``bind`` answers to: (names and IPs, any IP literal too?).
-
-    Loopback: the bound address, localhost, 127.0.0.1 and ::1. Every interface (0.0.0.0, ::): any IP
-    literal (a DNS-rebinding page can only reach us through a name), localhost and this machine's
-    host name (and NAME.local, mDNS). Another address or name: itself and the machine's name.
-    ``extra`` (--allowed-host) is added; ``*`` among them turns the check off."""
-    host = normalise_host(bind)
-    names = [check_host_pattern(h) for h in extra]
-    any_ip = host in WILDCARD_BINDS
-    if not any_ip:
-        names.append(host)
-    if is_loopback(host):
-        names += LOOPBACK_HOSTS
-    else:
-        machine = socket.gethostname().lower()
-        names += ["localhost", machine, f"{machine}.local"] if any_ip else [machine, f"{machine}.local"]
-    return tuple(dict.fromkeys(names)), any_ip
-
-
-def parse_host_header(value: str | None) -> tuple[str, int | None] | None:
-    """``Host: name[:port]`` or ``[ipv6][:port]`` -> (normalised host, port), or None when malformed."""
-    match = _HOST.fullmatch(value or "")
-    if match is None:
-        return None
-    if match["ipv6"] is not None and not is_ip(match["ipv6"]):
-        return None
-    port = int(match["port"]) if match["port"] else None
-    return normalise_host(match["ipv6"] or match["name"]), port
-
-
-def header(scope, name: bytes) -> str | None:
-    """The first value of a request header (names in an ASGI scope are lower case), as latin-1."""
-    for key, value in scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")
-    return None
-
-
-class HostGuard:
-    """400 for a request whose Host header names another server: a DNS-rebinding page reaches a local
-    server under the attacker's own name, which this refuses. ``*`` in ``hosts`` allows any."""
-
-    def __init__(self, app, hosts: Iterable[str], any_ip: bool = False):
-        self.app = app
-        self.hosts = {normalise_host(h) for h in hosts}
-        self.suffixes = tuple(h[1:] for h in self.hosts if h.startswith("*."))
-        self.any_ip = any_ip
-        self.allow_any = "*" in self.hosts
-
-    def allows(self, value: str | None) -> bool:
-        parsed = parse_host_header(value)
-        if parsed is None:
-            return False
-        host = parsed[0]
-        return host in self.hosts or host.endswith(self.suffixes) or (self.any_ip and is_ip(host))
-
-    async def __call__(self, scope, receive, send):
-        if self.allow_any or scope["type"] not in ("http", "websocket"):
-            return await self.app(scope, receive, send)
-        hosts = [value for key, value in scope["headers"] if key == b"host"]
-        if len(hosts) == 1 and self.allows(hosts[0].decode("latin-1")):
-            return await self.app(scope, receive, send)
-        detail = "unknown Host header: this server answers to its own addresses (see --allowed-host)"
-        await JSONResponse({"detail": detail}, status_code=400)(scope, receive, send)
-
-
-SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
-DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def origin_of_request(scope) -> tuple[str, int] | None:
-    """(host, port) this request was addressed to, from its Host header and scheme."""
-    parsed = parse_host_header(header(scope, b"host"))
-    if parsed is None:
-        return None
-    host, port = parsed
-    return host, port or DEFAULT_PORTS.get(scope.get("scheme", "http"), 80)
-
-
-def host_and_port(origin: str) -> tuple[str, int] | None:
-    """(host, port) of an Origin header (``scheme://host[:port]``), None for ``null`` or a malformed one."""
-    try:
-        parts = urlsplit(origin)
-        port = parts.port or DEFAULT_PORTS.get(parts.scheme)
-    except ValueError:
-        return None
-    if parts.scheme not in DEFAULT_PORTS or not parts.hostname or port is None:
-        return None
-    return normalise_host(parts.hostname), port
-
-
-class CrossSiteGuard:
-    """403 for an unsafe request (POST, …) sent by another site's page.
-
-    A page on any site can make the browser POST a form to this server, with no CORS preflight
-    to stop it; without --token that is all /v1 needs. Browsers say where a request comes from:
-    ``Origin`` on every cross-origin POST, and ``Sec-Fetch-Site``. Allowed: no Origin (curl,
-    scripts, the tests), this server's own origin (the web page), a --cors-origin. Refused: any
-    other Origin (``null`` too), or ``Sec-Fetch-Site: cross-site``. Safe methods pass: the browser
-    does not let the other site read the answer (no CORS)."""
-
-    def __init__(self, app, allowed_origins: Iterable[str] = ()):
-        self.app = app
-        origins = set(allowed_origins)
-        self.allow_any = "*" in origins
-        self.allowed = {o.lower().rstrip("/") for o in origins}
-
-    def allows(self, scope) -> bool:
-        origin = header(scope, b"origin")
-        if origin is None:
-            return header(scope, b"sec-fetch-site") != "cross-site"
-        if self.allow_any or origin.lower().rstrip("/") in self.allowed:
-            return True
-        own = origin_of_request(scope)
-        return own is not None and host_and_port(origin) == own
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] in SAFE_METHODS or self.allows(scope):
-            return await self.app(scope, receive, send)
-        detail = ("cross-site request refused: this server takes POSTs from its own page, from clients "
-                  "that are not browsers, and from origins given with --cors-origin")
-        await JSONResponse({"detail": detail}, status_code=403)(scope, receive, send)
-
-
-# --- requests in progress ---------------------------------------------------------------------------
-
-class ConcurrencyLimit:
-    """At most ``limit`` requests in progress in this worker; beyond it 503 with ``Retry-After``.
-
-    Counts requests (what costs memory and CPU), not sockets: an idle socket holds nothing here.
-    ``exempt`` paths (the liveness probe) are always answered."""
-
-    def __init__(self, app, limit: int, exempt: Iterable[str] = ("/healthz",)):
-        self.app = app
-        self.limit = limit
-        self.exempt = frozenset(exempt)
-        self.active = 0
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] in self.exempt:
-            return await self.app(scope, receive, send)
-        if self.active >= self.limit:
-            detail = f"the server is busy ({self.limit} requests in progress); retry in a moment"
-            response = JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
-            return await response(scope, receive, send)
-        self.active += 1
+def check_uvicorn(cls: type, methods: Iterable[str] = (), attributes: Iterable[str] = ()) -> None:
+    """ImportError naming the tested uvicorn unless ``cls`` (a uvicorn class) has what this module uses
+    of it: ``methods`` (looked up on the class) and ``attributes`` (set by its ``__init__``: looked up
+    among the names its code stores)."""
+    code = getattr(cls.__init__, "__code__", None)
+    names = set(code.co_names) if code is not None else set()
+    missing = [f"{name}()" for name in methods if not callable(getattr(cls, name, None))]
+    missing += [f".{name}" for name in attributes if name not in names]
+    if missing:
         try:
-            await self.app(scope, receive, send)
-        finally:
-            self.active -= 1
+            from uvicorn import __version__ as version
+        except ImportError:  # pragma: no cover - the classes come from uvicorn
+            version = "?"
+        raise ImportError(f"runtime.serve.guards was tested with uvicorn {TESTED_UVICORN}.x and uses "
+                          f"{cls.__module__}.{cls.__qualname__}'s {', '.join(missing)}, which uvicorn {version} "
+                          f"does not have: install uvicorn {TESTED_UVICORN}.x, as the serve extra pins it")
 
 
 # --- connections: a uvicorn HTTP protocol -----------------------------------------------------------
@@ -290,8 +67,6 @@ class ConnectionLimits:
 @functools.cache
 def connection_limits() -> ConnectionLimits:
     """This worker's limits: ServeConfig's, from the environment variable every worker reads."""
-    from runtime.serve.app import CONFIG_ENV, ServeConfig  # not at the top: app uses this module
-
     values = json.loads(os.environ.get(CONFIG_ENV, "{}"))
     default = ServeConfig()
     return ConnectionLimits(**{name: values.get(name, getattr(default, name)) for name in
@@ -435,11 +210,27 @@ class HeadGuard:
         metrics.REFUSED.labels(reason).inc()
 
 
+# What HeadGuard uses of either protocol: methods it overrides or calls, attributes it reads.
+PROTOCOL_METHODS = ("connection_made", "connection_lost", "data_received", "on_response_complete")
+PROTOCOL_ATTRIBUTES = ("loop", "server_state", "connections", "transport", "cycle")
+
+try:
+    from uvicorn.server import ServerState
+except ImportError:  # pragma: no cover - uvicorn comes with the serve extra
+    pass
+else:
+    check_uvicorn(ServerState, attributes=("connections", "default_headers"))
+
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle as HttpToolsCycle
 except ImportError:  # pragma: no cover - httptools comes with uvicorn[standard]
     HttpToolsProtocol = None
 else:
+    check_uvicorn(HttpToolsProtocol, (*PROTOCOL_METHODS, "on_headers_complete", "on_body", "on_message_complete"),
+                  (*PROTOCOL_ATTRIBUTES, "pipeline"))
+    check_uvicorn(HttpToolsCycle, attributes=("response_complete",))
+
     class GuardedHttpToolsProtocol(HeadGuard, HttpToolsProtocol):
         """uvicorn's httptools protocol with the head timeout, head size cap and socket cap."""
 
@@ -475,9 +266,13 @@ else:
 try:
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
+    from uvicorn.protocols.http.h11_impl import RequestResponseCycle as H11Cycle
 except ImportError:  # pragma: no cover - h11 is a dependency of uvicorn
     H11Protocol = None
 else:
+    check_uvicorn(H11Protocol, PROTOCOL_METHODS, (*PROTOCOL_ATTRIBUTES, "conn"))
+    check_uvicorn(H11Cycle, attributes=("response_complete",))
+
     class GuardedH11Protocol(HeadGuard, H11Protocol):
         """uvicorn's h11 protocol with the head timeout, head size cap and socket cap (without httptools)."""
 
