@@ -4,7 +4,7 @@
     digits    scikit-learn's 1,797 real 8x8 handwritten digits, 10 classes (PNG; 359 held out)
     faces     scikit-image's lfw_subset: 100 faces and 100 non-faces, 25x25 (PNG; 50 held out)
     garments  colour photos: 5 distinct Fashion-MNIST classes rendered into 640x480 desk-camera
-              frames by runtime.camera_sim (JPEG; 300 per class to train, 100 per class held out)
+              frames by simulator.camera_sim (JPEG; 300 per class to train, 100 per class held out)
     messy     the garments photos with a tenfold imbalance, mixed formats (PNG, RGBA, 16-bit,
               JPEG with EXIF orientation, palette) and junk (empty, truncated, text, hidden files)
     objects   harder desk photos of 5 other classes: 320x240 to 1024x768, portrait and landscape,
@@ -74,7 +74,7 @@ def garment_frames(per_class: int, split: str, seed: int, classes: dict[int, str
     """(frames, labels): ``per_class`` official ``split`` images of each of ``classes``, each
     rendered into a BGR camera frame (``scene``, default ``camera_sim.DESK``) of a size drawn
     from ``sizes`` (width, height; either way round when there is more than one)."""
-    from runtime.camera_sim import DESK, render
+    from simulator.camera_sim import DESK, render
     from train import data as fmnist
 
     ds = fmnist.load()
@@ -159,7 +159,7 @@ def messy(root: Path) -> int:
 
 
 def objects(root: Path) -> int:
-    from runtime.camera_sim import Scene
+    from simulator.camera_sim import Scene
 
     scene = Scene(height_range=(0.2, 0.8), max_offset=0.15, texture=0.06, vignette=0.2, shadow=0.3,
                   backdrop_level=(120.0, 240.0), backdrop_tint=(0.3, 1.0), object_level=(10.0, 110.0),

@@ -25,7 +25,7 @@ from runtime.files import write_json
 
 def test_inputs(path: Path) -> None:
     """The first 64 official test images and a camera-like frame of the first one."""
-    from runtime.camera_sim import render
+    from simulator.camera_sim import render
     from train.data import load
 
     images = load(allow_download=False).test_images[:64]

@@ -5,7 +5,7 @@
 Each server runs in its own processes on this machine; wrk (Debian's `wrk`, a C load
 generator) shares the same cores, with 32 concurrent connections (clients) for --duration
 seconds after a short warm-up. Payloads: 200 official test images as 28x28 PNG, and 50
-camera-like 640x480 JPEG frames of test images (runtime.camera_sim). Every answer of ours
+camera-like 640x480 JPEG frames of test images (simulator.camera_sim). Every answer of ours
 is checked against the runtime before the load. Prints a Markdown table, writes JSON.
 """
 
@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from runtime import Predictor
-from runtime.camera_sim import render
+from simulator.camera_sim import render
 from runtime.files import write_json
 from train import data
 

@@ -131,7 +131,12 @@ class SyntheticSource(Source):
     name = "synthetic"
 
     def __init__(self, width: int, height: int, hold: int = 15, seed: int = 0):
-        from runtime import camera_sim
+        try:
+            from simulator import camera_sim
+        except ImportError:
+            raise SourceError("the synthetic source renders frames with the desk simulator (simulator/), which "
+                              "comes with the source tree, not the wheel: run from a clone of the repository, "
+                              "or give --source a camera, a video or a folder of images") from None
 
         self.images = np.load(SAMPLES)["images"]
         self.render, self.size, self.hold = camera_sim.render, (width, height), hold

@@ -6,7 +6,7 @@ into camera frames and cut out by the runtime's preprocessing), the same way eac
 (``train.trainer.fit``: warm-up and cosine, the standard augmentation). Share 0 is the same
 fine-tuning without crops, the control. Each result is measured on the validation images,
 which no run trains on: as 28x28 arrays, and rendered into 640x480 frames of the standard,
-desk and cluttered scenes (``runtime.camera_sim``, as ``train.camera_eval`` does) and framed
+desk and cluttered scenes (``simulator.camera_sim``, as ``train.camera_eval`` does) and framed
 by ``runtime.preprocess.prepare``; and on the official test set. Prints a table, writes JSON.
 """
 
@@ -37,7 +37,7 @@ def validation_images(dataset, config, n: int, seed: int) -> tuple[np.ndarray, n
 def validation_frames(dataset, config, frames: int, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{set: (model inputs, labels)}: ``frames`` validation images (equal per class), rendered
     into each set's frames and framed by the runtime's preprocessing; "arrays": the images."""
-    from runtime import camera_sim
+    from simulator import camera_sim
     from runtime.preprocess import prepare
 
     images, labels = validation_images(dataset, config, frames, seed)

@@ -93,7 +93,8 @@ def camera_accuracy(models: dict[str, Path], dataset, frames: int) -> dict[str, 
     rendered once and shown to every model, since rendering (~50 ms a frame here) costs
     far more than inference and 3,000 frames do not fit in memory at once.
     """
-    from runtime import Predictor, camera_sim
+    from runtime import Predictor
+    from simulator import camera_sim
     from train.camera_eval import VARIANTS, sample
 
     predictors = {name: Predictor(path, num_threads=1) for name, path in models.items()}
@@ -120,7 +121,7 @@ def measure_latency(models: dict[str, Path], dataset, work: Path, repeats: int, 
     machine a neighbour's burst then slows one measurement, not one model.
     """
     from runtime.bench import run_json
-    from runtime.camera_sim import render
+    from simulator.camera_sim import render
 
     images = dataset.test_images[:64]
     inputs = work / "latency_inputs.npz"

@@ -55,13 +55,14 @@ def split_frame(textured: np.ndarray, plain: np.ndarray, contract) -> dict[str, 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.texture_split", description=__doc__)
     p.add_argument("--model", type=Path, default=None, help="default: the bundled int8 model")
-    p.add_argument("--scenes", default="desk,cluttered", help="runtime.camera_sim scenes with texture")
+    p.add_argument("--scenes", default="desk,cluttered", help="simulator.camera_sim scenes with texture")
     p.add_argument("--frames", type=int, default=600, help="validation images (equal per class)")
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--out", type=Path, default=Path("artifacts/texture_split"))
     args = p.parse_args(argv)
     from experiments.camera_mix import validation_images
-    from runtime import Predictor, camera_sim
+    from runtime import Predictor
+    from simulator import camera_sim
     from runtime.files import write_json
     from train import data as fmnist
     from train.trainer import TrainConfig

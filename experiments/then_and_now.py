@@ -48,7 +48,7 @@ def family() -> dict:
     """Scenes that fit the issue's words: the everyday desk (texture, vignetting, shadow, an edge in
     half the frames and a sleeve in one in five, perspective, gamma, JPEG 55-85) with each of
     TEXTURES and EDGES; camera_eval's standard, desk and angled sets for reference."""
-    from runtime import camera_sim
+    from simulator import camera_sim
 
     scenes = {name: camera_sim.SCENES[name] for name in ("standard", "desk", "angled")}
     for texture in TEXTURES:
@@ -107,7 +107,7 @@ def old_runtime(ref: str, into: Path) -> None:
 
 def start_then(ref: str, scenes: dict, images: np.ndarray, seed: int, work: Path) -> subprocess.Popen:
     """The pipeline at ``ref`` on every scene's frames, in a subprocess (``finish_then`` reads it)."""
-    from runtime import camera_sim
+    from simulator import camera_sim
 
     old_runtime(ref, work)
     np.save(work / "images.npy", images)
@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.n < 10:
         p.error(f"--n {args.n}: at least one image per class (10)")
 
-    from runtime import Predictor, camera_sim
+    from runtime import Predictor
+    from simulator import camera_sim
     from train import data as fmnist
     from train.camera_eval import sample
 

@@ -126,10 +126,10 @@ def synthetic_inputs(contract: Contract, n: int = 64, seed: int = 0) -> tuple[np
     images[:, h // 6:h - h // 6, w // 4:w - w // 4] = rng.integers(100, 255, (n, 1, 1, c), dtype=np.uint8)
     images = images[..., 0] if c == 1 else images
     try:
-        from runtime.camera_sim import render
+        from simulator.camera_sim import render
 
         frame = render(images[0] if c == 1 else images[0, ..., 0], rng)
-    except RuntimeError:  # no OpenCV: a plain frame with a dark block
+    except (ImportError, RuntimeError):  # no simulator (a wheel install) or no OpenCV: a plain frame, a dark block
         frame = np.full((480, 640, 3), 200, np.uint8)
         frame[120:360, 220:420] = 40
     return images, frame

@@ -21,7 +21,7 @@ HOLD = 8  # frames per garment in the generated video
 @pytest.fixture(scope="module")
 def video(tmp_path_factory):
     """A 640x480 video of camera-like frames: 30 garments (3 per class), HOLD frames each."""
-    from camera_demo.make_video import make_video
+    from simulator.make_video import make_video
 
     path = tmp_path_factory.mktemp("video") / "garments.mp4"
     return path, make_video(path, garments=30, hold=HOLD)
@@ -110,7 +110,7 @@ def test_max_frames_and_image_directory(tmp_path):
 def test_poor_frames_get_advice_in_the_json_lines(tmp_path):
     """A dark frame, an empty backdrop and a garment cut by the frame's edge are said to be
     poor; a good one is not."""
-    from runtime import camera_sim
+    from simulator import camera_sim
 
     samples = np.load(ROOT / "camera_demo" / "samples.npz")
     good = camera_sim.render(samples["images"][0], np.random.default_rng(0))

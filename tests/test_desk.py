@@ -1,4 +1,4 @@
-"""The desk simulator (runtime.camera_sim) and the camera-domain evaluation's sets."""
+"""The desk simulator (simulator.camera_sim) and the camera-domain evaluation's sets."""
 
 from pathlib import Path
 
@@ -10,7 +10,7 @@ from hypothesis.extra import numpy as hnp
 
 cv2 = pytest.importorskip("cv2")
 
-from runtime import camera_sim  # noqa: E402
+from simulator import camera_sim  # noqa: E402
 
 # The first three official test images rendered with seed 0 by each set, as the means of 8x8-pixel
 # blocks (80x60 per frame), recorded (OpenCV 5.0) before the richer clutter was added: today's sets

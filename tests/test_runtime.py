@@ -132,7 +132,7 @@ def test_missing_model_says_what_to_do(tmp_path):
 
 
 def test_roi_limits_where_to_look_and_the_box_is_in_frame_coordinates(int8, fashion):
-    from runtime import camera_sim
+    from simulator import camera_sim
 
     frame = camera_sim.render(fashion.test_images[2], np.random.default_rng(1))  # a trouser
     full = int8.predict(frame)
@@ -147,7 +147,7 @@ def test_roi_limits_where_to_look_and_the_box_is_in_frame_coordinates(int8, fash
 
 
 def test_camera_frames_are_framed_like_the_dataset(int8, fashion):
-    from runtime import camera_sim
+    from simulator import camera_sim
 
     rng = np.random.default_rng(7)
     hits = 0
@@ -179,7 +179,7 @@ def test_an_image_the_garment_fills_is_framed_like_the_dataset(int8, fashion, si
 def test_an_object_that_differs_only_in_colour_is_found(int8, fashion):
     """A garment as bright as its backdrop, told apart by hue alone (green on red, blue on green):
     found in the colour channel it stands out in, framed and classified as the gray frame would be."""
-    from runtime import camera_sim
+    from simulator import camera_sim
     from runtime.preprocess import to_gray
 
     rng = np.random.default_rng(5)

@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from contract_models import make_model  # noqa: E402
 from runtime import Predictor, Roi  # noqa: E402
-from runtime.camera_sim import render  # noqa: E402
+from simulator.camera_sim import render  # noqa: E402
 from runtime.serve import ServeConfig, Service, create_app  # noqa: E402
 from runtime.serve.errors import ServiceError  # noqa: E402
 from runtime.images import decode  # noqa: E402

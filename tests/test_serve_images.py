@@ -33,7 +33,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from runtime import Predictor  # noqa: E402
-from runtime.camera_sim import render  # noqa: E402
+from simulator.camera_sim import render  # noqa: E402
 from runtime.serve import ServeConfig, create_app  # noqa: E402
 from runtime.images import BadImage, decode  # noqa: E402
 

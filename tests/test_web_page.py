@@ -21,7 +21,7 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from runtime import Predictor  # noqa: E402
-from runtime.camera_sim import Scene, render  # noqa: E402
+from simulator.camera_sim import Scene, render  # noqa: E402
 
 GUIDE = 0.8  # the page's guide box: a centred square, 80% of the short side
 HELD = Scene(height_range=(0.5, 0.55), max_offset=0.03, max_rotation=4)  # a garment held inside the box

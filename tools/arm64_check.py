@@ -93,9 +93,9 @@ INPUTS_CODE = """
 import sys
 from pathlib import Path
 import cv2, numpy as np
-from camera_demo.make_video import make_video
+from simulator.make_video import make_video
 from camera_demo.sources import SAMPLES
-from runtime import camera_sim
+from simulator import camera_sim
 out = Path(sys.argv[1])
 samples = np.load(SAMPLES)
 for c in np.unique(samples["labels"]):

@@ -6,7 +6,7 @@ what comes out is tilted (a shoe; a symmetric garment less), framed a little loo
 tighter, blurred, with a shadow's halo or the backdrop's texture left around it. So some
 training images are shown to the model that way: each is
 
-1. rendered into a camera frame by ``runtime.camera_sim`` (a scene drawn per image from
+1. rendered into a camera frame by ``simulator.camera_sim`` (a scene drawn per image from
    ``SCENES``: plain backdrops and desks with every kind of clutter), then
 2. cut out again by the runtime's own ``runtime.preprocess.prepare``,
 
@@ -29,7 +29,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from runtime import camera_sim, preprocess
+from runtime import preprocess
+
+try:
+    from simulator import camera_sim
+except ImportError as e:  # installed from the wheel: the simulator stays in the source tree
+    raise ImportError("camera crops are rendered by the desk simulator (simulator/), which comes with the source "
+                      "tree, not the wheel: train from a clone of the repository, or with --camera-frames 0") from e
 from runtime.contract import Contract
 from runtime.files import atomic_path
 

@@ -1,6 +1,6 @@
 """python -m train.camera_eval: accuracy on camera-like frames rendered from Fashion-MNIST.
 
-Each image is rendered into a 640x480 colour frame (runtime.camera_sim: light tinted
+Each image is rendered into a 640x480 colour frame (simulator.camera_sim: light tinted
 backdrop, lighting gradient, 40-80% of the frame height, off centre, rotated up to 15°,
 blur, noise; the hard variant is smaller, blurrier and noisier) with a fixed seed, then
 classified through ``Predictor.predict(frame)``. The naive baseline resizes the whole
@@ -15,7 +15,7 @@ perspective; angled is the desk seen by a camera not square-on (perspective: its
 slanted band), warped the same with black corners (a picture warped by software), sleeve the
 same with a sleeve or arm reaching in from a side in every frame (no table edge), everyday
 the angled desk with an edge in half the frames and a sleeve in one in five, gamma and JPEG
-55-85 drawn per frame. See runtime.camera_sim.SCENES.
+55-85 drawn per frame. See simulator.camera_sim.SCENES.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime import Contract, Predictor, camera_sim
+from runtime import Contract, Predictor
+from simulator import camera_sim
 from runtime.files import write_json
 from runtime.preprocess import prepare, resize, to_gray
 from train import data as fmnist

@@ -1,7 +1,7 @@
-"""python -m camera_demo.make_video OUT.mp4: a 640x480 test video of camera-like garments.
+"""python -m simulator.make_video OUT.mp4: a 640x480 test video of camera-like garments.
 
 Each bundled sample garment (equal per class, shuffled with --seed) is rendered once by
-runtime.camera_sim and held for --hold frames. Prints the true label of every garment as
+simulator.camera_sim and held for --hold frames. Prints the true label of every garment as
 JSON, so a run of the demo over the video can be scored.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 
 from camera_demo.sources import SAMPLES
 from camera_demo.video import video_writer
-from runtime import camera_sim
+from simulator import camera_sim
 
 
 def make_video(path: Path, garments: int = 30, hold: int = 8, seed: int = 11,
@@ -37,7 +37,7 @@ def make_video(path: Path, garments: int = 30, hold: int = 8, seed: int = 11,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m camera_demo.make_video", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m simulator.make_video", description=__doc__)
     p.add_argument("out", type=Path)
     p.add_argument("--garments", type=int, default=30)
     p.add_argument("--hold", type=int, default=8, help="frames per garment")
