@@ -81,7 +81,8 @@ def cache_key(images: np.ndarray, contract: Contract, seed: int) -> str:
     preprocessing's code (a change to either renders them again)."""
     digest = hashlib.sha256()
     for part in (images.tobytes(), repr((seed, SCENES, FRAME, CHUNK, contract.image_shape)).encode(),
-                 inspect.getsource(camera_sim).encode(), inspect.getsource(preprocess).encode()):
+                 inspect.getsource(camera_sim).encode(),
+                 *(module.read_bytes() for module in sorted(Path(preprocess.__file__).parent.glob("*.py")))):
         digest.update(part)
     return digest.hexdigest()[:32]
 
