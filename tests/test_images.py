@@ -202,3 +202,14 @@ def test_a_small_file_that_decodes_big_is_refused_from_its_header(tmp_path):
     path.write_bytes(buffer.getvalue())
     with pytest.raises(images.BadImage, match="limit"):
         images.load(path)
+
+
+def test_gray_without_opencv_is_opencv_s_gray(monkeypatch):
+    """Every colour: the base install (no OpenCV) makes the same gray as OpenCV does."""
+    cv2 = pytest.importorskip("cv2")
+    from runtime.preprocess import pixels
+
+    every = np.arange(1 << 24, dtype=np.uint32)
+    bgr = np.stack([every >> 16, (every >> 8) & 255, every & 255], -1).astype(np.uint8).reshape(4096, 4096, 3)
+    monkeypatch.setattr(pixels, "cv2", None)
+    assert np.array_equal(pixels.to_gray(bgr), cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))

@@ -21,8 +21,11 @@ the angled desk with an edge in half the frames and a sleeve in one in five, gam
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import re
 import subprocess
 import sys
+import tempfile
 import time
 import types
 from pathlib import Path
@@ -62,16 +65,36 @@ def naive(frame: np.ndarray, contract: Contract) -> np.ndarray:
 
 
 def baseline_preprocessing(ref: str):
-    """``runtime/preprocess.py`` as it was at git ``ref``, as a module (for ``--compare``)."""
+    """``runtime.preprocess`` as it was at git ``ref``, as a module (for ``--compare``): the one file
+    runtime/preprocess.py it was, or the package runtime/preprocess/ it is (its modules import one
+    another relatively, so it loads under another name)."""
+    root = Path(__file__).parents[1]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True, cwd=root).stdout
+
     try:
-        source = subprocess.run(["git", "show", f"{ref}:runtime/preprocess.py"], capture_output=True, text=True,
-                                check=True, cwd=Path(__file__).parents[1]).stdout
+        paths = git("ls-tree", "--name-only", ref, "runtime/preprocess.py", "runtime/preprocess/").split()
+        sources = {path: git("show", f"{ref}:{path}") for path in paths if path.endswith(".py")}
     except (OSError, subprocess.CalledProcessError) as e:
         detail = (getattr(e, "stderr", "") or str(e)).strip()
-        raise ValueError(f"cannot read runtime/preprocess.py at {ref!r}: {detail}") from None
-    module = types.ModuleType(f"preprocess_at_{ref}")
-    sys.modules[module.__name__] = module  # dataclasses look their module up there
-    exec(compile(source, f"{ref}:runtime/preprocess.py", "exec"), module.__dict__)
+        raise ValueError(f"cannot read runtime.preprocess at {ref!r}: {detail}") from None
+    name = "preprocess_at_" + re.sub(r"\W", "_", ref)
+    if "runtime/preprocess.py" in sources:
+        module = types.ModuleType(name)
+        sys.modules[name] = module  # dataclasses look their module up there
+        exec(compile(sources["runtime/preprocess.py"], f"{ref}:runtime/preprocess.py", "exec"), module.__dict__)
+        return module
+    if "runtime/preprocess/__init__.py" not in sources:
+        raise ValueError(f"no runtime/preprocess.py nor runtime/preprocess/ at {ref!r}")
+    with tempfile.TemporaryDirectory() as folder:
+        for path, source in sources.items():
+            (Path(folder) / Path(path).name).write_text(source)
+        spec = importlib.util.spec_from_file_location(name, Path(folder) / "__init__.py",
+                                                      submodule_search_locations=[folder])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)  # imports every module of the package
     return module
 
 
@@ -146,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sets", default=",".join(VARIANTS),
                    help=f"comma-separated sets to render (default all: {','.join(VARIANTS)})")
     p.add_argument("--compare", metavar="GIT_REF", default=None,
-                   help="also run runtime/preprocess.py as it was at this git commit on the same frames: "
+                   help="also run runtime.preprocess as it was at this git commit on the same frames: "
                         "accuracy and preprocessing time side by side")
     args = p.parse_args(argv)
     sets = [name.strip() for name in args.sets.split(",") if name.strip()]

@@ -47,6 +47,9 @@ def validate(image: object) -> np.ndarray:
     return image
 
 
+GRAY_WEIGHTS = (3735, 19235, 9798)  # B, G, R over 2**15: cv2.COLOR_BGR2GRAY's for uint8 (tests/test_images.py)
+
+
 def to_gray(image: np.ndarray) -> np.ndarray:
     """2-D grayscale in the input's own dtype (converting a whole frame to float is slow)."""
     if image.ndim == 2:
@@ -55,6 +58,9 @@ def to_gray(image: np.ndarray) -> np.ndarray:
         return image[..., 0]
     if cv2 is not None and image.dtype in CV_DTYPES:
         return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
+    if image.dtype == np.uint8:  # OpenCV's own fixed-point rule (BT.601 in 15 bits): the same gray without it
+        b, g, r = (image[..., i].astype(np.uint32) for i in range(3))
+        return ((b * GRAY_WEIGHTS[0] + g * GRAY_WEIGHTS[1] + r * GRAY_WEIGHTS[2] + (1 << 14)) >> 15).astype(np.uint8)
     gray = image[..., :3].astype(np.float32) @ np.float32([0.114, 0.587, 0.299])  # BGR weights
     return gray.astype(image.dtype) if image.dtype.kind == "u" else gray
 
