@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from export.formats import FORMATS  # noqa: E402
+from export.formats import exported  # noqa: E402
 from runtime.backends import model_bytes  # noqa: E402
 from runtime.files import write_json  # noqa: E402
 
@@ -95,7 +95,7 @@ def matrix(models: Path, limit: int | None, python: Path) -> dict:
     data = load(allow_download=False)
     images, truth = data.test_images[:limit], data.test_labels[:limit]
     golden = np.load(models / "qat_test_predictions.npy")[:limit]
-    files = {name: models / f.file for name, f in FORMATS.items() if (models / f.file).is_file()}
+    files = exported(models)
     if not files:
         raise SystemExit(f"no exported models in {models}: run `python -m export --format all`")
     rows, metadata = [], {}

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from baselines import classic, held_out, keras_tutorial, scores  # noqa: E402
 from runtime.files import write_json  # noqa: E402
 
-MODELS = ("fashion_int8.tflite", "fashion_int8.onnx", "fashion_float.onnx")
+MODELS = ("model_int8.tflite", "model_int8.onnx", "model_float.onnx")  # python -m export names a folder's model
 
 
 def run(command: list[str], log: Path) -> float:
@@ -94,7 +94,7 @@ def lead(run: dict) -> float:
     others = [b["classic"]["svm"]["accuracy"], b["classic"]["logistic"]["accuracy"]]
     if not b["keras_tutorial"]["failed"]:
         others.append(b["keras_tutorial"]["accuracy"])
-    return run["models"]["fashion_int8.tflite"]["accuracy"] - max(others)
+    return run["models"]["model_int8.tflite"]["accuracy"] - max(others)
 
 
 def print_table(results: dict, baselines: bool) -> None:
@@ -107,12 +107,12 @@ def print_table(results: dict, baselines: bool) -> None:
     for name, r in results.items():
         c, m = r["contract"], r["models"]
         shape = "x".join(str(n) for n in c["input"]["shape"][1:])
-        tfl = m["fashion_int8.tflite"]
+        tfl = m["model_int8.tflite"]
         worst = f"{tfl['worst_class']} {tfl['per_class'][tfl['worst_class']]:.1%}"
         line = (f"{name:<12}{shape:>10}{r['train_images']:>7}{r['test_images']:>6}{r['total_s'] / 60:>9.1f}"
-                f"{m['fashion_float.onnx']['accuracy']:>12.2%}"
+                f"{m['model_float.onnx']['accuracy']:>12.2%}"
                 f"{r['fit']['train_accuracy']:>9.1%}/{r['fit']['validation_accuracy']:.1%}{tfl['accuracy']:>13.2%}"
-                f"{m['fashion_int8.onnx']['accuracy']:>11.2%}{worst:>27}"
+                f"{m['model_int8.onnx']['accuracy']:>11.2%}{worst:>27}"
                 f"{'passed' if r['parity_passed'] else 'FAILED':>8}")
         if baselines:
             svm, logistic = r["baselines"]["classic"]["svm"], r["baselines"]["classic"]["logistic"]

@@ -117,7 +117,7 @@ def frame_roi(requested: Roi | None, source: Source, width: int, height: int) ->
     guide box of a live camera, else (a recorded source) the whole frame (None)."""
     if requested is not None:
         return requested.clipped(width, height)
-    # the guide box is where a person holds the garment up to a live camera; recorded
+    # the guide box is where a person holds the object up to a live camera; recorded
     # sources are framed by whoever made them, so they are searched whole
     return guide_box(width, height) if source.live else None
 

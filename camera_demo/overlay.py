@@ -1,5 +1,5 @@
 """Drawing: the guide box, top-k labels with confidence bars, FPS and inference time, and
-advice when the frame is poor (too dark, nothing found, the garment not in the box, not
+advice when the frame is poor (too dark, nothing found, the object not in the box, not
 sure) instead of a confident-looking wrong label."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 
 from runtime import Prediction, Roi
 
-GUIDE = (0, 220, 255)  # BGR amber: where to hold the garment
+GUIDE = (0, 220, 255)  # BGR amber: where to hold the object
 FOUND = (80, 220, 80)
 TEXT = (255, 255, 255)
 PANEL = (30, 30, 30)
@@ -23,7 +23,7 @@ FONT = cv2.FONT_HERSHEY_SIMPLEX
 ROW = 22  # pixels per label in the panel
 # Advice thresholds. DARK: the 0-255 brightness that the brightest tenth of the region looked at
 # does not reach in a dark frame (a webcam's gain then leaves mostly noise; a backdrop is
-# 120-235, and a bright garment on black still passes). CONFIDENT: the top label's
+# 120-235, and a bright object on black still passes). CONFIDENT: the top label's
 # probability below which the answer is "not sure"; on the desk sets of python -m
 # train.camera_eval the answers above it are right about 90% of the time.
 DARK = 40
@@ -32,7 +32,7 @@ SAMPLE = 8  # brightness from every 8th pixel each way: a few thousand pixels, e
 BRIGHT_SHARE = 0.9  # the quantile: the brightest tenth
 TOO_DARK = "too dark: add light"
 NOTHING = "nothing found in the box"
-MOVE_IN = "move the garment into the box"
+MOVE_IN = "move the object into the box"
 NOT_SURE = "not sure: hold it still"
 
 
@@ -78,7 +78,7 @@ def touches_edge(box: tuple[int, int, int, int], roi: Roi | None, width: int, he
 def advice(frame: np.ndarray, prediction: Prediction | None, roi: Roi | None) -> str | None:
     """What to tell the user about a poor frame, or None when the answer can be shown.
 
-    In order: too dark; nothing stood out; the garment runs off the guide box (or the
+    In order: too dark; nothing stood out; the object runs off the guide box (or the
     segmentation was not sound: ``object_found`` false with a box); the model is not sure.
     Call it on the frame before the overlay is drawn on it."""
     if brightness(frame, roi) < DARK:
@@ -89,7 +89,7 @@ def advice(frame: np.ndarray, prediction: Prediction | None, roi: Roi | None) ->
         return NOTHING if prediction.box is None else MOVE_IN
     if roi is not None and prediction.box is not None and touches_edge(prediction.box, roi, frame.shape[1],
                                                                       frame.shape[0]):
-        return MOVE_IN  # only in a guide box: a photo or a recording may be cropped to the garment
+        return MOVE_IN  # only in a guide box: a photo or a recording may be cropped to the object
     if prediction.confidence < CONFIDENT:
         return NOT_SURE
     return None

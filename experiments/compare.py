@@ -74,7 +74,7 @@ def export_int8(run_dir: Path, dataset, calibration_size: int) -> Path:
               calibration_images(dataset.train_images, dataset.train_labels, calibration_size, contract),
               lambda fmt: build_metadata(fmt, version, training, contract), run_dir)
     tflite = FORMATS["tflite-int8"]
-    return tflite.convert(job, run_dir / tflite.file)
+    return tflite.convert(job, run_dir / tflite.file("fashion"))
 
 
 def int8_accuracy(model: Path, dataset) -> float:

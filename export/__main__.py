@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.formats import FAMILIES, FORMATS
+from export.formats import FAMILIES, check_name, exported
 
 GOLDEN = "qat_test_predictions.npy"
 
@@ -27,6 +27,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--model", type=Path, default=Path("artifacts/qat_model.h5"),
                    help="the QAT model written by `python -m train`")
     p.add_argument("--out", type=Path, default=None, help="default: the model's directory")
+    p.add_argument("--name", default=None,
+                   help="the start of the files' names (NAME_int8.tflite, ...); default: fashion for Fashion-MNIST, "
+                        "model for a folder of your own")
     p.add_argument("--calibration-size", type=int, default=1000,
                    help="training images (stratified, at least one per class) to calibrate int8 ranges")
     p.add_argument("--opset", type=int, default=17)
@@ -41,6 +44,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--seed must be 0 or more")
     if args.calibration_size < 2:
         p.error("--calibration-size must be at least one image per class")
+    if args.name is not None:
+        try:
+            check_name(args.name)
+        except ValueError as e:
+            p.error(str(e))
     args.out = args.out or args.model.parent
     return args
 
@@ -57,7 +65,8 @@ def export(args, qat_model, dataset) -> dict[str, Path]:
     job = Job(qat_model, training.get("architecture") or "edge", contract,
               calibration_images(dataset.train_images, dataset.train_labels, args.calibration_size,
                                  contract, args.seed),
-              lambda fmt: build_metadata(fmt, version, training, contract), args.out, args.opset)
+              lambda fmt: build_metadata(fmt, version, training, contract), args.out, name=args.name,
+              opset=args.opset)
     for fmt in selected(args.format):
         job.source(fmt.name)
     for path in job.written.values():
@@ -144,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {report_path} is not valid JSON ({e}); re-run `python -m train`", file=sys.stderr)
             return 2
         dataset = load_recorded(recorded if isinstance(recorded, dict) else None, args.data_dir)
+        if args.name is None and not args.check:  # the files are named after the data
+            args.name = "model" if getattr(dataset, "kind", None) == "folder" else "fashion"
         if getattr(dataset, "kind", None) == "folder":
             print(f"data: the folder {dataset.source} ({len(dataset.contract.labels)} classes, "
                   f"{dataset.contract.height}x{dataset.contract.width} {dataset.contract.color}), as trained")
@@ -158,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                   "(one image per class)", file=sys.stderr)
             return 2
         if args.check:
-            models = {f.name: args.out / f.file for f in FORMATS.values() if (args.out / f.file).is_file()}
+            models = exported(args.out, args.name)
         else:
             models = export(args, qat_model, dataset)
         code = parity(args, qat_model, dataset, models)

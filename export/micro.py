@@ -1,7 +1,7 @@
 """TensorFlow Lite for Microcontrollers: the int8 model as C++ source for a firmware build.
 
-``python -m export --format tflm`` writes ``fashion_tflm.cc`` (the int8 TFLite flatbuffer as an
-aligned array, and the labels) and ``fashion_tflm.h`` (input size and quantization, the labels,
+``python -m export --format tflm`` writes ``NAME_tflm.cc`` (the int8 TFLite flatbuffer as an
+aligned array, and the labels) and ``NAME_tflm.h`` in ``namespace NAME_tflm`` (input size and quantization, the labels,
 the tensor arena's size and a function that registers exactly the model's operators with a
 ``tflite::MicroMutableOpResolver``). The arena is what TFLM's own interpreter (the
 ``tflite-micro`` package, its RecordingMicroAllocator) allocates for the model, checked by
@@ -23,7 +23,6 @@ import numpy as np
 from runtime.contract import Contract
 from runtime.metadata import ModelError, ModelInfo
 
-NAMESPACE = "fashion_tflm"
 ALIGN = 16  # TFLM reads the flatbuffer in place: 16-byte alignment, as its examples declare
 BYTE = re.compile(rb"0x([0-9a-f]{2})")
 
@@ -84,12 +83,13 @@ def comment(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def sources(flatbuffer: bytes, contract: Contract, metadata: dict, arena: int) -> tuple[str, str]:
+def sources(flatbuffer: bytes, contract: Contract, metadata: dict, arena: int,
+            namespace: str) -> tuple[str, str]:
     """(header, source) of the model for a firmware build."""
     quant = metadata["input"]["quantization"]
     h, w, c = contract.image_shape
     ops = op_names(flatbuffer)
-    header = f"""// {NAMESPACE}.h: an int8 image classifier for TensorFlow Lite for Microcontrollers, written by
+    header = f"""// {namespace}.h: an int8 image classifier for TensorFlow Lite for Microcontrollers, written by
 // `python -m export --format tflm` (model {comment(metadata.get("model_version", "unknown"))}).
 // Input: {h}x{w}x{c} int8 ({contract.color}, framed as `{contract.preprocessing}`), q = round(pixel / 255 /
 // kInputScale) + kInputZeroPoint. Output: {len(contract.labels)} int8 scores, one per label of kLabels.
@@ -100,7 +100,7 @@ def sources(flatbuffer: bytes, contract: Contract, metadata: dict, arena: int) -
 
 #include "tensorflow/lite/micro/micro_mutable_op_resolver.h"
 
-namespace {NAMESPACE} {{
+namespace {namespace} {{
 
 constexpr int kInputHeight = {h};
 constexpr int kInputWidth = {w};
@@ -120,15 +120,15 @@ inline TfLiteStatus AddOps(tflite::MicroMutableOpResolver<kNumOps>& resolver) {{
 {"".join(f"  TF_LITE_ENSURE_STATUS(resolver.Add{op}());{chr(10)}" for op in ops)}  return kTfLiteOk;
 }}
 
-}}  // namespace {NAMESPACE}
+}}  // namespace {namespace}
 """
     rows = [", ".join(f"0x{b:02x}" for b in flatbuffer[i:i + 16]) for i in range(0, len(flatbuffer), 16)]
     body = ",\n  ".join(rows)
     labels = ",\n  ".join(c_string(label) for label in contract.labels)
-    source = f"""// {NAMESPACE}.cc: written by `python -m export --format tflm`; see {NAMESPACE}.h.
-#include "{NAMESPACE}.h"
+    source = f"""// {namespace}.cc: written by `python -m export --format tflm`; see {namespace}.h.
+#include "{namespace}.h"
 
-namespace {NAMESPACE} {{
+namespace {namespace} {{
 
 const char* const kLabels[kNumLabels] = {{
   {labels}}};
@@ -137,7 +137,7 @@ alignas({ALIGN}) const unsigned char kModel[] = {{
   {body}}};
 const unsigned int kModelSize = {len(flatbuffer)};
 
-}}  // namespace {NAMESPACE}
+}}  // namespace {namespace}
 """
     return header, source
 
@@ -203,7 +203,7 @@ def export_tflm(int8_tflite: Path, path: Path, contract: Contract, metadata: dic
     ours = json.loads(read_tflite_metadata(int8_tflite))
     sample = np.full((1, *contract.image_shape), ours["input"]["quantization"]["zero_point"], np.int8)
     arena = arena_bytes(flatbuffer, sample)
-    header, source = sources(flatbuffer, contract, ours, arena)
+    header, source = sources(flatbuffer, contract, ours, arena, path.stem)  # NAME_tflm: a C++ identifier
     write_text(path.with_suffix(".h"), header)
     meta = {**metadata, "input": ours["input"], "integrity": {"sha256": hashlib.sha256(flatbuffer).hexdigest()},
             "tflm": {"arena_bytes": arena, "model_bytes": len(flatbuffer), "ops": op_names(flatbuffer)}}

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from export.formats import FORMATS
+from export.formats import exported
 from runtime.files import write_text
 
 
@@ -21,12 +21,13 @@ def load(path: Path) -> dict:
 def summary(out: Path) -> str:
     train, parity, bench = (load(out / name) for name in ("train_report.json", "parity.json", "bench.json"))
     latency = {m["model"]: m for m in bench.get("models", [])}
+    files = exported(out)
     lines = ["| model | test accuracy | top-1 agreement with QAT | size KB | batch-1 latency, 1 thread (median) |",
              "| --- | --- | --- | --- | --- |"]
     if train:
         lines.append(f"| Keras float (`python -m train`) | {train['float']['test_accuracy']:.2%} | | | |")
     for name, r in parity.get("formats", {}).items():
-        bench_row = latency.get(FORMATS[name].file, {}) if name in FORMATS else {}
+        bench_row = latency.get(files[name].name, {}) if name in files else {}
         us = bench_row.get("predict_1thread", {}).get("median_us")
         every = parity["formats"].get("keras-qat", r)["agreement_images"]
         shown = name if r["agreement_images"] >= every else f"{name} ({r['agreement_images']:,} of the images)"
@@ -37,9 +38,9 @@ def summary(out: Path) -> str:
         notes.append(f"training: {train['float']['epochs_run']} float + {train['qat']['epochs_run']} QAT "
                      f"epochs in {train['wall_time_s'] / 60:.1f} min, {train['parameters']:,} parameters, "
                      f"{train['macs'] / 1e6:.1f}M multiply-adds, on {train['machine']['platform']}")
-    micro = load(out / Path(FORMATS["tflm"].file).with_suffix(".json")).get("tflm")
+    micro = load(files["tflm"].with_suffix(".json")).get("tflm") if "tflm" in files else None
     if micro:  # as Edge Impulse shows a model for a board
-        notes.append(f"microcontroller (TensorFlow Lite for Microcontrollers, `{FORMATS['tflm'].file}`): flash "
+        notes.append(f"microcontroller (TensorFlow Lite for Microcontrollers, `{files['tflm'].name}`): flash "
                      f"{micro['model_bytes'] / 1024:.1f} KB for the model, RAM {micro['arena_bytes'] / 1024:.1f} KB "
                      f"tensor arena (measured by tflite-micro), ops {', '.join(micro['ops'])}")
     if parity:
@@ -58,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     if not (out / "parity.json").is_file() and not (out / "train_report.json").is_file():
         print(f"error: no train_report.json or parity.json in {out}: run `make demo`", file=sys.stderr)
         return 2
-    text = summary(out)
+    try:
+        text = summary(out)
+    except ValueError as e:  # the files of several models: exported() says which
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     write_text(out / "results.md", text + "\n")
     print(f"\nResults ({out}/results.md):\n{text}")
     return 0

@@ -123,7 +123,7 @@ def test_poor_frames_get_advice_in_the_json_lines(tmp_path):
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()[:-1]]
     assert [line["advice"] for line in lines] == [None, "too dark: add light", "nothing found in the box",
-                                                  "move the garment into the box"]
+                                                  "move the object into the box"]
 
 
 def test_advice_follows_the_prediction_and_greys_the_labels():

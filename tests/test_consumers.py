@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from export.formats import FORMATS
+from export.formats import exported as exported_files
 
 ROOT = Path(__file__).parents[1]
 CONSUMERS = Path(os.environ.get("FASHION_EDGE_CONSUMERS", ROOT / ".venv-consumers/bin/python"))
@@ -34,11 +34,11 @@ def mediapipe_agreement(model_dir: Path, images: np.ndarray, tmp_path: Path) -> 
     """MediaPipe on the RGB images vs our Predictor on the int8 TFLite (gray models get the gray images)."""
     from runtime import Predictor
 
-    predictor = Predictor(model_dir / FORMATS["tflite-int8"].file)
+    predictor = Predictor(exported_files(model_dir)["tflite-int8"])
     gray = predictor.contract.channels == 1
     ours = [p.label for p in predictor.predict_batch(images[..., 0] if gray else images[..., ::-1])]  # BGR
     np.save(tmp_path / "images.npy", images)
-    theirs = consumer("mediapipe", model_dir / FORMATS["mediapipe"].file, tmp_path / "images.npy")["top1"]
+    theirs = consumer("mediapipe", exported_files(model_dir)["mediapipe"], tmp_path / "images.npy")["top1"]
     return float(np.mean([a == b for a, b in zip(theirs, ours)])), theirs
 
 
@@ -47,7 +47,7 @@ def test_metadata_readers_find_labels_and_normalization(exported):
 
     out, _ = exported
     for name, color, channels in (("tflite-int8", "GRAYSCALE", 1), ("mediapipe", "RGB", 3)):
-        found = consumer("metadata", out / FORMATS[name].file)
+        found = consumer("metadata", exported_files(out)[name])
         assert found["labels"] == list(CLASS_NAMES), name
         assert found["color_space"] == color and found["mean"] == [0.0] * channels
         assert found["std"] == [255.0] * channels  # the input's value is pixel / 255
@@ -86,7 +86,7 @@ def test_a_colour_model_from_a_folder_in_mediapipe(tmp_path):
         done = subprocess.run([sys.executable, "-m", *map(str, command)], capture_output=True, text=True,
                               env=env, cwd=ROOT, timeout=600)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    assert consumer("metadata", out / FORMATS["mediapipe"].file)["labels"] == sorted(colours)
+    assert consumer("metadata", exported_files(out)["mediapipe"])["labels"] == sorted(colours)
     images = np.stack([np.asarray(Image.open(p).convert("RGB").resize((32, 32), Image.BILINEAR))
                        for p in sorted((tmp_path / "data").glob("*/*.png"))])
     agreement, top1 = mediapipe_agreement(out, images, tmp_path)

@@ -7,7 +7,7 @@ import pytest
 
 from export.formats import FORMATS
 
-ARTIFACTS = {name: fmt.file for name, fmt in FORMATS.items()}
+ARTIFACTS = {name: fmt.file("fashion") for name, fmt in FORMATS.items()}  # a Fashion-MNIST run
 PREDICTOR_FILES = [name for name in ARTIFACTS if name != "tflm"]  # C++ source is for a firmware build
 
 pytestmark = pytest.mark.slow

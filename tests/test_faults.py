@@ -196,10 +196,10 @@ def test_a_full_disk_while_training_leaves_the_old_report(quick_run, tmp_path, m
 @pytest.mark.slow
 def test_a_full_disk_during_export_leaves_the_existing_models(exported, monkeypatch, capsys):
     from export.__main__ import main
-    from export.formats import FORMATS
+    from export.formats import exported as files
 
     out, _ = exported
-    target = out / FORMATS["onnx-float"].file
+    target = files(out)["onnx-float"]
     before = target.read_bytes()
 
     def full(model, path, *args, **kwargs):

@@ -275,9 +275,11 @@ def test_train_export_and_run_a_folder(tmp_path):
     assert parity["passed"] and parity["test_is_validation"]
     assert parity["test_images"] == report["data"]["test"] == sum(report["data"]["per_class"]["test"].values())
 
-    from export.formats import FORMATS
+    from export.formats import exported
 
-    predictor = Predictor(out / FORMATS["tflite-int8"].file)
+    files = exported(out)  # named after the model, not the bundled data set
+    assert files["tflite-int8"].name == "model_int8.tflite" and not any("fashion" in p.name for p in out.iterdir())
+    predictor = Predictor(files["tflite-int8"])
     assert tuple(predictor.contract.labels) == LABELS
     images, truth = [], []
     for index, label in enumerate(LABELS):

@@ -49,7 +49,7 @@ def flatbuffer():
 def test_the_sources_compile_and_hold_the_model_and_every_label(flatbuffer, tmp_path):
     contract = Contract(LABELS, 28, 28, 1)
     meta = {"model_version": "1\n#error injected", "input": {"quantization": {"scale": 1 / 255, "zero_point": -128}}}
-    header, source = sources(flatbuffer, contract, meta, 36688)
+    header, source = sources(flatbuffer, contract, meta, 36688, "fashion_tflm")
     ops = [line.split("resolver.")[1].split("(")[0] for line in header.splitlines() if "resolver.Add" in line]
     stub = tmp_path / "tensorflow/lite/micro/micro_mutable_op_resolver.h"
     stub.parent.mkdir(parents=True)
@@ -76,7 +76,7 @@ def exported_micro(flatbuffer: bytes, out: Path) -> Path:
 
     ours = json.loads(read_tflite_metadata(BUNDLED["int8.tflite"]))
     contract = Contract.from_metadata(ours)
-    _, source = sources(flatbuffer, contract, ours, 36688)
+    _, source = sources(flatbuffer, contract, ours, 36688, "fashion_tflm")
     (out / "fashion_tflm.cc").write_text(source)
     meta = {**ours, "integrity": {"sha256": hashlib.sha256(flatbuffer).hexdigest()},
             "tflm": {"arena_bytes": 36688, "model_bytes": len(flatbuffer), "ops": []}}

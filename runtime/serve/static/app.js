@@ -1,10 +1,10 @@
 "use strict";
-// Live garment classification: the camera's guide-box region goes to POST /v1/classify a few
+// Live classification: the camera's guide-box region goes to POST /v1/classify a few
 // times a second; without a camera, a picked or dropped image goes there instead. What the
 // model takes (its labels, input size) comes from GET /v1/model's `contract`. When the server
 // collects training images (GET /v1/model's `collect`), the collect panel saves the same guide-box
 // crop (or the picked image) to POST /v1/collect?label=... .
-// A poor frame (too dark, nothing found, the garment not in the box, the model not sure) is
+// A poor frame (too dark, nothing found, the object not in the box, the model not sure) is
 // said so in place of the label, with the bars greyed, as the camera demo's overlay does.
 
 const GUIDE = 0.8;            // guide box: a centred square, 80% of the short side (as the camera demo)
@@ -21,7 +21,7 @@ const EDGE_SLACK = 2;
 const ADVICE = {
   dark: "too dark: add light",
   nothing: "nothing found in the box",
-  moveIn: "move the garment into the box",
+  moveIn: "move the object into the box",
   notSure: "not sure: hold it still",
 };
 
@@ -87,7 +87,7 @@ async function classify(blob) {
 
 // What to tell the user about a poor frame, or null when the answer can be shown. `frame`
 // ({brightness, side} of the sent guide-box crop) is null for a picked file, which may be
-// cropped to the garment and is not judged by its light.
+// cropped to the object and is not judged by its light.
 function advice(answer, frame) {
   if (frame && frame.brightness < DARK) return ADVICE.dark;
   if (!answer.object_found) return answer.box ? ADVICE.moveIn : ADVICE.nothing;
