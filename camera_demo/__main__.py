@@ -19,9 +19,7 @@ SIGPIPE: with ``set -o pipefail`` a pipeline that took what it wanted still succ
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import signal
 import sys
 import time
@@ -33,12 +31,13 @@ import cv2
 import numpy as np
 
 from camera_demo.capture import CaptureThread
+from camera_demo.output import emit_json_line, frame_record, roi_crop, save_screenshot, save_training_image
 from camera_demo.overlay import FpsMeter, advice, draw_note, draw_overlay, guide_box
 from camera_demo.sources import Source, SourceError, open_source
 from camera_demo.video import CannotWrite, Recorder, check_record_path, video_writer
 from runtime import ModelError, Prediction, Predictor, Roi
-from runtime.collect import check_label, new_image_path
-from runtime.files import atomic_path, check_writable, write_error
+from runtime.collect import check_label
+from runtime.files import check_writable
 
 EXIT_OK, EXIT_NO_SOURCE, EXIT_LOST, EXIT_INTERRUPTED = 0, 2, 3, 130
 EXIT_CANNOT_WRITE = 2
@@ -134,67 +133,9 @@ def classify(predictor: Predictor, frame: np.ndarray, roi: Roi | None) -> tuple[
     return prediction, (time.perf_counter() - t0) * 1e3
 
 
-def frame_record(frame: int, elapsed_s: float, prediction: Prediction, latency_ms: float,
-                 infer_ms: float, note: str | None = None) -> dict:
-    """The JSON line of one frame (``--headless`` or ``--json``); ``advice`` is what the overlay
-    told the user about a poor frame (see camera_demo.overlay.advice), else null."""
-    return {"frame": frame, "t": round(elapsed_s, 4), "label": prediction.label,
-            "index": prediction.index, "confidence": round(prediction.confidence, 4),
-            "object_found": prediction.object_found, "advice": note, "latency_ms": round(latency_ms, 3),
-            "infer_ms": round(infer_ms, 3)}
-
-
-def emit_json_line(record: dict, flush: bool = False) -> bool:
-    """One JSON object per line on stdout (frames buffered; the summary flushes).
-
-    False when stdout was closed by its reader (a broken pipe): stdout then goes to
-    /dev/null, so that nothing (not even the interpreter's last flush) fails on it again."""
-    try:
-        print(json.dumps(record), flush=flush)
-        return True
-    except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-        return False
-
-
 def handle_key(key: int) -> str | None:
     """A key pressed in the window (``cv2.waitKey`` & 0xFF): "quit", "screenshot", "pause", "collect" or None."""
     return KEYS.get(key)
-
-
-def roi_crop(frame: np.ndarray, roi: Roi | None) -> np.ndarray:
-    """A copy of what the model looks at: ``roi`` of ``frame``, or all of it (taken before the overlay is drawn)."""
-    if roi is None:
-        return frame.copy()
-    x, y, w, h = roi
-    return frame[y:y + h, x:x + w].copy()
-
-
-def save_png(image: np.ndarray, path: Path) -> Path | None:
-    """Write ``image`` to ``path`` atomically; a failure is reported and the demo goes on."""
-    try:
-        with atomic_path(path) as tmp:
-            if not cv2.imwrite(str(tmp), image):
-                raise OSError(f"OpenCV could not write {tmp.name}")
-    except OSError as e:
-        print(f"warning: {write_error(e, path)}", file=sys.stderr)
-        return None
-    return path
-
-
-def save_training_image(image: np.ndarray, folder: Path, label: str, number: int) -> Path | None:
-    """Save ``image`` as a PNG under a new name in ``folder``."""
-    return save_png(image, new_image_path(folder, label, number))
-
-
-def save_screenshot(frame: np.ndarray, folder: Path, number: int) -> Path | None:
-    """Save ``frame`` as a PNG in ``folder``."""
-    shot = save_png(frame, folder / f"camera_demo_{time.strftime('%Y%m%d_%H%M%S')}_{number}.png")
-    if shot is not None:
-        print(f"saved {shot}", file=sys.stderr)
-    return shot
 
 
 # --- the loop --------------------------------------------------------------------------------

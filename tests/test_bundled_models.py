@@ -61,7 +61,7 @@ def test_bundled_metadata_matches_the_shipped_reports():
 
 def test_bundled_tflite_carries_the_standard_metadata():
     """MediaPipe, tflite-support and Android Studio read labels from TFLITE_METADATA and labels.txt
-    (added to the bundled file by `python -m export.tflite_metadata`, its graph unchanged)."""
+    (added to the bundled file by `python -m export.restamp`, its graph unchanged)."""
     import zipfile
 
     from runtime.integrity import tflite_flatbuffer

@@ -57,7 +57,7 @@ def test_standard_metadata_is_in_the_flatbuffer_and_renewing_it_changes_no_answe
 
     from tensorflow.lite.tools import flatbuffer_utils
 
-    from export.tflite_metadata import main as restamp
+    from export.restamp import main as restamp
     from runtime import Predictor
     from runtime.integrity import tflite_flatbuffer
     from train.data import CLASS_NAMES, load
@@ -89,7 +89,7 @@ def test_standard_metadata_is_in_the_flatbuffer_and_renewing_it_changes_no_answe
 def test_a_tflite_whose_labels_file_or_checksum_was_changed_is_refused(exported, tmp_path):
     import zipfile
 
-    from export.tflite_metadata import main as restamp
+    from export.restamp import main as restamp
     from runtime import Predictor
     from runtime.integrity import tflite_flatbuffer
     from runtime.metadata import ModelError
