@@ -1,4 +1,4 @@
-"""Collecting training images: DIR/LABEL/*.png, the layout ``python -m train --data DIR`` reads.
+"""Collecting training images: DIR/LABEL/*.png (or .jpg), the layout ``python -m train --data DIR`` reads.
 
 Shared by the camera demo (``--collect DIR --label NAME``) and the server (``POST /v1/collect``):
 what a label may be, where its images go, and the names they get (generated, never overwriting).
@@ -23,6 +23,7 @@ MAX_LABEL_BYTES = 255  # a folder name, in UTF-8: what Linux and macOS file syst
 NAME_LABEL_BYTES = 64  # how much of the label a file name repeats (file names are limited to 255 bytes too)
 # Folder names ``python -m train --data DIR`` reads as splits, not classes: lower-cased name -> the split it is.
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+SUFFIXES = (".png", ".jpg")  # lossless uploads and camera frames are stored as PNG, lossy ones as JPEG
 JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini", "__macosx"})  # what operating systems leave: training skips them
 LABEL_RULES = (f"1 to {MAX_LABEL_CHARS} characters (after NFC normalisation): letters, marks, digits, punctuation "
                "and symbols of any script, and inner spaces; no other space, separator, control, format (such as "
@@ -132,27 +133,46 @@ def name_stem(label: str) -> str:
     return label.encode("utf-8")[:NAME_LABEL_BYTES].decode("utf-8", "ignore").rstrip() or "image"
 
 
-def new_image_path(folder: Path, label: str, number: int, unique: bool = False) -> Path:
-    """A free file name in ``folder``: ``LABEL_YYYYmmdd_HHMMSS_NNNN.png``, ``number`` counting up past any
-    name already taken. ``unique``: a random tag too (``..._NNNN_3fa29c.png``), for writers in several
+def new_image_path(folder: Path, label: str, number: int, unique: bool = False, suffix: str = ".png") -> Path:
+    """A free file name in ``folder``: ``LABEL_YYYYmmdd_HHMMSS_NNNN.png`` (or ``suffix``), ``number`` counting up
+    past any name already taken. ``unique``: a random tag too (``..._NNNN_3fa29c.png``), for writers in several
     processes at once (the server's workers), which cannot see each other's counters."""
     stamp = time.strftime("%Y%m%d_%H%M%S")
     stem = name_stem(label)
     while True:
         tag = f"_{secrets.token_hex(3)}" if unique else ""
-        path = folder / f"{stem}_{stamp}_{number:04d}{tag}.png"
+        path = folder / f"{stem}_{stamp}_{number:04d}{tag}{suffix}"
         if not path.exists():
             return path
         number += 1
 
 
 def count_images(folder: Path) -> int:
-    """The PNGs in ``folder`` (0 when it is not a folder), not counting atomic_path's hidden temporary files."""
+    """The images collected in ``folder`` (0 when it is not a folder), not counting atomic_path's hidden temporary
+    files."""
     try:
         with os.scandir(folder) as entries:
-            return sum(1 for e in entries if e.name.endswith(".png") and not e.name.startswith("."))
+            return sum(1 for e in entries if e.name.endswith(SUFFIXES) and not e.name.startswith("."))
     except (FileNotFoundError, NotADirectoryError):  # nothing yet, or a file in the way (writing it will say)
         return 0
+
+
+def stored_bytes(root: Path) -> int:
+    """What the images collected under ``root`` take (its label folders' images, hidden files too: a temporary
+    file being written counts)."""
+    total = 0
+    try:
+        with os.scandir(root) as labels:
+            folders = [e.path for e in labels if e.is_dir(follow_symlinks=False)]
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    for folder in folders:
+        try:
+            with os.scandir(folder) as entries:
+                total += sum(e.stat(follow_symlinks=False).st_size for e in entries if e.is_file(follow_symlinks=False))
+        except OSError:  # removed meanwhile
+            continue
+    return total
 
 
 def count_labels(root: Path) -> int:

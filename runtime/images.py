@@ -104,6 +104,7 @@ class Decoded:
     pixels: np.ndarray  # uint8: (height, width) gray, or (height, width, 3) BGR
     scale: float  # decoded pixels per pixel of the image (< 1 when shrunk)
     size: tuple[int, int]  # width, height of the image, as the user sees it (EXIF orientation)
+    lossy: bool = False  # a JPEG or a lossy WebP: stored again, a lossless format would inflate it
 
     @property
     def declared_pixels(self) -> int:
@@ -174,6 +175,7 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS, channels: int | None = Non
                 image.draft(image.mode, JPEG_TARGET)  # downscaled in the DCT when large
             image.load()  # a truncated or corrupt file fails here
             pixels = to_pixels(image, orientation)
+            lossy = image.format in JPEG_FORMATS or (image.format == "WEBP" and webp_lossy(data))
         except Exception as e:  # truncated or corrupt pixel data
             if "truncated" in str(e):
                 raise BadImage(400, f"truncated {image.format} (the file ends before its image data)") from None
@@ -186,7 +188,7 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS, channels: int | None = Non
         pixels = to_gray(pixels)
     elif channels == 3 and pixels.ndim == 2:
         pixels = np.ascontiguousarray(np.repeat(pixels[..., None], 3, axis=2))
-    return Decoded(pixels, max(pixels.shape[:2]) / max(width, height), (width, height))
+    return Decoded(pixels, max(pixels.shape[:2]) / max(width, height), (width, height), lossy)
 
 
 def open_image(data: bytes, max_pixels: int) -> Image.Image:
@@ -279,6 +281,19 @@ def jpeg_scans(data: bytes) -> int:
                 break
             position = found.start()
     return scans
+
+
+def webp_lossy(data: bytes) -> bool:
+    """Whether a WebP's image is VP8 (lossy) rather than VP8L (lossless), from its RIFF chunks."""
+    position = 12
+    for _ in range(64):  # bounded: a few chunks (VP8X, ICCP, ANIM, ALPH) come before the image's
+        if position + 8 > len(data):
+            break
+        fourcc, size = data[position:position + 4], int.from_bytes(data[position + 4:position + 8], "little")
+        if fourcc in (b"VP8 ", b"VP8L", b"ANMF"):
+            return fourcc != b"VP8L"
+        position += 8 + size + (size & 1)
+    return True
 
 
 def jpeg_coefficient_bytes(image: Image.Image) -> int:

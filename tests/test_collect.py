@@ -233,7 +233,7 @@ def test_collect_is_404_unless_enabled():
         assert "/v1/collect" not in plain.get("/openapi.json").json()["paths"]
 
 
-def test_collect_saves_a_png_re_encoded(client, collect_dir):
+def test_collect_saves_an_image_re_encoded(client, collect_dir):
     from PIL import Image
 
     assert client.get("/v1/model").json()["collect"] is True
@@ -243,12 +243,51 @@ def test_collect_saves_a_png_re_encoded(client, collect_dir):
     body = answer.json()
     assert body["label"] == "red cup" and body["count"] == 1 and body["saved"].startswith("red cup/")
     saved = collect_dir / body["saved"]
-    assert saved.parent == collect_dir / "red cup" and saved.suffix == ".png"
+    assert saved.parent == collect_dir / "red cup" and saved.suffix == ".jpg"  # lossy stays lossy
+    assert saved.read_bytes() != jpeg  # encoded again: never the client's bytes
     with Image.open(saved) as image:
-        assert image.format == "PNG" and image.size == (90, 60) and image.mode == "RGB"  # colour, for any model
+        assert image.format == "JPEG" and image.size == (90, 60) and image.mode == "RGB"  # colour, for any model
     form = client.post("/v1/collect", params={"label": "red cup"}, files={"image": ("f.png", png(), "image/png")})
-    assert form.status_code == 201 and form.json()["count"] == 2
+    assert form.status_code == 201 and form.json()["count"] == 2 and form.json()["saved"].endswith(".png")
+    with Image.open(collect_dir / form.json()["saved"]) as image:
+        assert image.format == "PNG" and image.size == (40, 50) and image.mode == "RGB"
     assert not list((collect_dir / "red cup").glob(".*"))
+
+
+def test_stored_images_are_about_as_large_as_the_uploads(tmp_path):
+    """A lossy photo (JPEG, lossy WebP) stored losslessly takes many times its upload: it stays lossy."""
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    photo = cv2.GaussianBlur(rng.integers(0, 256, (1000, 1300, 3), dtype=np.uint8), (3, 3), 0)
+    uploads = {}
+    for kind, options in (("WEBP", {"quality": 80}), ("JPEG", {"quality": 90}), ("PNG", {}),
+                          ("WEBP", {"lossless": True})):
+        buffer = io.BytesIO()
+        Image.fromarray(photo).save(buffer, kind, **options)
+        uploads[f"{kind} {options}"] = buffer.getvalue()
+    with TestClient(create_app(ServeConfig(collect=str(tmp_path)))) as c:
+        for name, data in uploads.items():
+            answer = post(c, "photo", data, kind="image/webp" if "WEBP" in name else "image/jpeg")
+            assert answer.status_code == 201, (name, answer.text)
+            stored = (tmp_path / answer.json()["saved"]).stat().st_size
+            assert stored <= 2 * len(data), (name, stored, len(data))
+    assert count_images(tmp_path / "photo") == len(uploads)
+
+
+def test_the_collected_bytes_have_a_budget(tmp_path, monkeypatch):
+    from runtime.serve import service
+
+    with TestClient(create_app(ServeConfig(collect=str(tmp_path), collect_max_bytes=10_000))) as c:
+        assert post(c, "shirt", png(60, 60)).status_code == 201  # about 10.9 KB of noise: over the budget now
+        monkeypatch.setattr(service, "STORED_TTL", 0.0)  # counted again at once (as another worker's writes are)
+        refused = post(c, "other", png())
+        assert refused.status_code == 409 and "--collect-max-bytes" in refused.json()["detail"]
+        monkeypatch.setattr(service, "MIN_FREE_BYTES", 1 << 62)  # a disk with less free than the reserve
+        next((tmp_path / "shirt").iterdir()).unlink()
+        full = post(c, "shirt", png())
+        assert full.status_code == 507 and "almost full" in full.json()["detail"]
+    assert count_images(tmp_path / "shirt") == 0 and not (tmp_path / "other").exists()
 
 
 @pytest.mark.parametrize("label", ["..", ".", "a/b", "", ".hidden", "a\\b", "x" * 65, "new\nline", None,

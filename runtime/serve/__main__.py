@@ -58,15 +58,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ssl-keyfile")
     p.add_argument("--access-log", action="store_true", help="log every request (costs throughput)")
     p.add_argument("--collect", metavar="DIR", default=None,
-                   help="enable POST /v1/collect?label=NAME: uploads are saved as PNGs in DIR/NAME/ (the layout "
+                   help="enable POST /v1/collect?label=NAME: uploads are saved as images in DIR/NAME/ (the layout "
                         "`python -m train --data DIR` reads); without it, that route answers 404")
     p.add_argument("--collect-max", type=int, default=d.collect_max, metavar="N",
                    help="images kept per label folder; beyond it 409")
     p.add_argument("--collect-max-labels", type=int, default=d.collect_max_labels, metavar="N",
                    help="label folders; a new label beyond it gets 409")
+    p.add_argument("--collect-max-bytes", type=int, default=d.collect_max_bytes, metavar="BYTES",
+                   help="bytes the collected images may take together; beyond it 409")
     args = p.parse_args(argv)
     for name in ("port", "workers", "threads", "max_bytes", "max_pixels", "max_batch", "max_concurrent",
-                 "max_connections", "collect_max", "collect_max_labels"):
+                 "max_connections", "collect_max", "collect_max_labels", "collect_max_bytes"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.max_batch_pixels is not None and args.max_batch_pixels < args.max_pixels:
@@ -140,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                          max_concurrent=args.max_concurrent, header_timeout=args.header_timeout,
                          max_header_bytes=args.max_header_bytes, max_connections=args.max_connections,
                          max_batch_pixels=args.max_batch_pixels, collect=args.collect,
-                         collect_max=args.collect_max, collect_max_labels=args.collect_max_labels)
+                         collect_max=args.collect_max, collect_max_labels=args.collect_max_labels,
+                         collect_max_bytes=args.collect_max_bytes)
     try:  # fail here, once, rather than in every worker
         model_path = Predictor(args.model, num_threads=1).model_path
     except (ModelError, ValueError) as e:

@@ -44,6 +44,7 @@ class ServeConfig:
     collect: str | None = None
     collect_max: int = 10_000  # images per label folder; 409 beyond
     collect_max_labels: int = 100  # label folders; 409 for a new label beyond
+    collect_max_bytes: int = 1 << 30  # the images of every label together; 409 beyond
 
     def to_env(self) -> str:
         values = asdict(self)

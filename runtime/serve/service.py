@@ -12,8 +12,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import dataclasses
+import errno
 import functools
 import logging
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from time import perf_counter
@@ -37,6 +39,9 @@ WORK_THREADS = 1  # decodes + inferences at once per worker process (one worker 
 QUEUE_BODIES = 4  # requests waiting for the worker thread hold at most this many --max-bytes of bodies
 TRIM_PIXELS = 4_000_000  # after decoding this many pixels, give the freed memory back to the system
 DEFAULT_TOP_K = 3  # or every label, for a model with fewer
+JPEG_QUALITY = 92  # a lossy upload stored again: about its own size, for a phone's or a browser's JPEG
+STORED_TTL = 2.0  # seconds between counts of the collect folder's bytes
+MIN_FREE_BYTES = 256 << 20  # collect refuses (507) to leave the disk with less free than this
 
 
 class Service:
@@ -59,6 +64,7 @@ class Service:
         self.max_batch_pixels = config.max_batch_pixels or 4 * config.max_pixels
         # at most --max-concurrent requests wait (the same bound as the middleware's), within a body budget
         self.work = WorkQueue(WORK_THREADS, config.max_concurrent, QUEUE_BODIES * config.max_bytes)
+        self.stored = (0, -float("inf"))  # the collect folder's bytes, and when they were counted
 
     def metadata(self) -> dict:
         """GET /v1/model: the embedded metadata as it is, the file name, and the contract in one
@@ -72,10 +78,11 @@ class Service:
                 "collect": self.config.collect is not None}
 
     def collect_bytes(self, data: bytes, label: str) -> dict:
-        """One uploaded image -> a PNG in the collect folder's ``label`` sub-folder (the answer of
+        """One uploaded image -> an image in the collect folder's ``label`` sub-folder (the answer of
         POST /v1/collect). Decoded like an image to classify (the same limits, shrunk to the working
         size) but in colour, whatever the current model takes, since the folder may train a colour
-        model; encoded again: the client's bytes are never stored as they are.
+        model; encoded again (the client's bytes are never stored as they are): PNG, or JPEG for a
+        lossy upload (JPEG, lossy WebP), which a lossless format would store many times larger.
 
         Slow (decoding, encoding, the disk): call it in a worker thread (``WorkQueue.run``)."""
         root = Path(self.config.collect)
@@ -84,8 +91,14 @@ class Service:
             count = collecting.count_images(folder)
             new_label = count == 0 and not folder.is_dir()
             labels = collecting.count_labels(root) if new_label else 0
+            stored, free = self.stored_bytes(root), shutil.disk_usage(root).free
         except OSError as e:  # an unreadable folder
             raise cannot_save(label, e) from None
+        if stored >= self.config.collect_max_bytes:
+            raise LimitReached(f"the collect folder holds {stored:,} bytes of images, the most this server keeps "
+                               "(--collect-max-bytes)")
+        if free < MIN_FREE_BYTES:
+            raise cannot_save(label, OSError(errno.ENOSPC, "the disk is almost full"))
         if count >= self.config.collect_max:
             raise LimitReached(f"{label!r} has {count:,} images, the most this server keeps per label "
                                "(--collect-max)")
@@ -96,15 +109,25 @@ class Service:
         try:
             pixels = decoded.pixels[..., ::-1]  # BGR -> RGB
             image = Image.fromarray(np.ascontiguousarray(pixels))
-            path = collecting.new_image_path(folder, label, count + 1, unique=True)
+            lossy = decoded.lossy
+            kind, suffix, options = ("JPEG", ".jpg", {"quality": JPEG_QUALITY}) if lossy else ("PNG", ".png", {})
+            path = collecting.new_image_path(folder, label, count + 1, unique=True, suffix=suffix)
             with atomic_path(path) as tmp:
-                image.save(tmp, "PNG")
+                image.save(tmp, kind, **options)
+            self.stored = (self.stored[0] + path.stat().st_size, self.stored[1])
             count = collecting.count_images(folder)
         except OSError as e:  # a full disk, a read-only folder, a file in the way
             raise cannot_save(label, e) from None
         finally:
             release_memory(decoded.declared_pixels)
         return {"saved": f"{label}/{path.name}", "label": label, "count": count}
+
+    def stored_bytes(self, root: Path) -> int:
+        """What the collect folder holds: counted again at most every STORED_TTL seconds (the other workers
+        write too), this worker's own images added meanwhile."""
+        if perf_counter() - self.stored[1] > STORED_TTL:
+            self.stored = (collecting.stored_bytes(root), perf_counter())
+        return self.stored[0]
 
     def decode(self, data: bytes, prefix: str = "", budget: int | None = None,
                channels: int | None = None) -> Decoded:
