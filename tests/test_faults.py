@@ -20,7 +20,7 @@ ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 # python -c: run `python -m train ARGS` with a SIGKILL at one point of the end of the float stage
 KILLER = """
 import os, signal, sys
-import train.trainer as trainer
+import train.stages as trainer
 
 def kill(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
@@ -86,7 +86,7 @@ def test_the_learning_rate_must_be_a_finite_positive_number(value, capsys):
 def test_a_nan_loss_stops_training_with_an_error_and_writes_no_report(tmp_path, monkeypatch, capsys):
     """The CLI refuses a NaN rate; a loss that becomes NaN anyway (here: a NaN schedule) stops
     training at once, exits 1, and leaves neither a model nor a report nor a NaN anywhere."""
-    import train.trainer as trainer
+    import train.stages as trainer
     from train.__main__ import main
 
     monkeypatch.setattr(trainer, "cosine", lambda peak, steps, warmup: float("nan"))
@@ -101,7 +101,7 @@ def test_a_nan_loss_stops_training_with_an_error_and_writes_no_report(tmp_path, 
 
 
 def test_a_nan_metric_is_null_in_json():
-    from train.trainer import finite_or_none
+    from train.stages import finite_or_none
 
     assert [finite_or_none(v) for v in (0.5, np.float32(2), float("nan"), float("inf"))] == [0.5, 2.0, None, None]
 

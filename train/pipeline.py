@@ -13,7 +13,7 @@ from runtime.files import write_json
 from train import report as rep
 from train.distributed import LOCAL, Cluster
 from train.model import count_macs
-from train.trainer import FLOAT_MODEL, QAT_MODEL, TrainConfig, TrainingDiverged, make_splits, train
+from train.stages import FLOAT_MODEL, QAT_MODEL, TrainConfig, TrainingDiverged, make_splits, train
 
 log = logging.getLogger(__name__)
 REPORT = "train_report.json"

@@ -49,7 +49,7 @@ def search_splits(dataset, limit: int | None, seed: int):
     """The standard split; only the training part is subsampled (validation stays 5,000).
 
     The test part is left empty: selection never sees the official test set."""
-    from train.trainer import Splits, TrainConfig, make_splits, subsample
+    from train.stages import Splits, TrainConfig, make_splits, subsample
 
     full = make_splits(dataset, TrainConfig(seed=seed))
     idx = np.arange(len(full.y_train))
@@ -86,7 +86,7 @@ def run_trial(params: dict[str, float], splits, epochs: int, seed: int, work: Pa
               callbacks: list | None = None) -> dict:
     from train.keras_env import keras
     from train.model import build, count_macs, spec
-    from train.trainer import TrainConfig, TrainingDiverged, fit
+    from train.stages import TrainConfig, TrainingDiverged, fit
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
