@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     from runtime.files import write_json
     from train import data as fmnist
     from train.keras_env import keras
-    from train.stages import TrainConfig, fit, make_splits
+    from train.trainer import TrainConfig, fit, make_splits
 
     dataset = fmnist.load()
     mixes = [float(m) for m in args.mixes.split(",")]

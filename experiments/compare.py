@@ -52,7 +52,7 @@ def train_one(arch: str, budget: Budget, dataset, out: Path) -> dict:
     from train.augment import PRESETS
     from train.keras_env import keras
     from train.pipeline import run
-    from train.stages import TrainConfig
+    from train.trainer import TrainConfig
 
     keras.backend.clear_session()  # each model starts from a clean graph and the same seed
     config = TrainConfig(arch=arch, epochs=budget.epochs, qat_epochs=budget.qat_epochs,
@@ -65,7 +65,7 @@ def export_int8(run_dir: Path, dataset, calibration_size: int) -> Path:
     from export.calibration import calibration_images
     from export.formats import FORMATS, Job
     from export.metadata import build_metadata, model_version, training_summary
-    from train.stages import QAT_MODEL, load_qat_model
+    from train.trainer import QAT_MODEL, load_qat_model
 
     qat_path, contract = run_dir / QAT_MODEL, dataset.contract
     training = training_summary(run_dir / "train_report.json")

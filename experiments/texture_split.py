@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     from runtime import Predictor, camera_sim
     from runtime.files import write_json
     from train import data as fmnist
-    from train.stages import TrainConfig
+    from train.trainer import TrainConfig
 
     scenes = args.scenes.split(",")
     unknown = [name for name in scenes if name not in camera_sim.SCENES]

@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     from train.data import DataError
     from train.folders import load_recorded
     from runtime.files import check_writable, write_error
-    from train.stages import load_qat_model
+    from train.trainer import load_qat_model
 
     try:
         check_writable(args.out)  # before the conversions, not after them

@@ -74,7 +74,7 @@ def test_only_a_grayscale_object_contract_takes_camera_crops(fashion, channels, 
 
 
 def test_training_shows_each_rendered_image_as_its_crop_with_the_mix_chance(fashion, tmp_path):
-    from train.stages import TrainConfig, make_splits, training_data
+    from train.trainer import TrainConfig, make_splits, training_data
 
     config = TrainConfig(limit=300, camera_frames=40)
     splits = make_splits(fashion, config, tmp_path)
@@ -93,7 +93,7 @@ def test_training_shows_each_rendered_image_as_its_crop_with_the_mix_chance(fash
 
 
 def test_a_run_without_camera_crops_keeps_its_fingerprint():
-    from train.stages import TrainConfig
+    from train.trainer import TrainConfig
 
     config = TrainConfig()
     assert config.fingerprint() != TrainConfig(camera_frames=100).fingerprint()

@@ -41,7 +41,7 @@ def test_every_architecture_builds_and_converts_to_int8(tmp_path):
     from train.data import CLASS_NAMES
     from train.keras_env import keras
     from train.model import ARCHITECTURES, build, count_macs
-    from train.stages import quantize
+    from train.trainer import quantize
 
     L = keras.layers
     FASHION = Contract(CLASS_NAMES, 28, 28, 1)

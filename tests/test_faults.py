@@ -20,18 +20,18 @@ ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 # python -c: run `python -m train ARGS` with a SIGKILL at one point of the end of the float stage
 KILLER = """
 import os, signal, sys
-import train.stages as trainer
+import train.stages as stages
 
 def kill(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
 
 if sys.argv[1] == "after-fit":  # fit() returned; the model file is not written yet
-    save_model = trainer.save_model
-    trainer.save_model = lambda model, path, *a, **k: (
-        kill() if path.name == trainer.FLOAT_MODEL else save_model(model, path, *a, **k))
+    save_model = stages.save_model
+    stages.save_model = lambda model, path, *a, **k: (
+        kill() if path.name == stages.FLOAT_MODEL else save_model(model, path, *a, **k))
 else:  # "after-save": the model file is written; train_state.json does not record it yet
-    finish = trainer.RunState.finish
-    trainer.RunState.finish = lambda self, stage, info: (
+    finish = stages.RunState.finish
+    stages.RunState.finish = lambda self, stage, info: (
         kill() if stage == "float" else finish(self, stage, info))
 from train.__main__ import main
 sys.exit(main(sys.argv[2:]))
@@ -86,7 +86,7 @@ def test_the_learning_rate_must_be_a_finite_positive_number(value, capsys):
 def test_a_nan_loss_stops_training_with_an_error_and_writes_no_report(tmp_path, monkeypatch, capsys):
     """The CLI refuses a NaN rate; a loss that becomes NaN anyway (here: a NaN schedule) stops
     training at once, exits 1, and leaves neither a model nor a report nor a NaN anywhere."""
-    import train.stages as trainer
+    import train.trainer as trainer
     from train.__main__ import main
 
     monkeypatch.setattr(trainer, "cosine", lambda peak, steps, warmup: float("nan"))
@@ -101,7 +101,7 @@ def test_a_nan_loss_stops_training_with_an_error_and_writes_no_report(tmp_path, 
 
 
 def test_a_nan_metric_is_null_in_json():
-    from train.stages import finite_or_none
+    from train.trainer import finite_or_none
 
     assert [finite_or_none(v) for v in (0.5, np.float32(2), float("nan"), float("inf"))] == [0.5, 2.0, None, None]
 

@@ -85,7 +85,7 @@ def test_train_val_test_folders(tmp_path):
     assert not data.test_is_validation
     assert data.counts["val"] == dict.fromkeys(LABELS, 3) and data.counts["test"] == dict.fromkeys(LABELS, 4)
 
-    from train.stages import TrainConfig, make_splits
+    from train.trainer import TrainConfig, make_splits
 
     splits = make_splits(data, TrainConfig())
     assert len(splits.y_train) == 30 and len(splits.y_val) == 9 and len(splits.y_test) == 12
@@ -100,7 +100,7 @@ def test_train_and_val_without_test(tmp_path):
 
 
 def test_validation_is_carved_from_train_with_every_class(tmp_path):
-    from train.stages import TrainConfig, make_splits
+    from train.trainer import TrainConfig, make_splits
 
     data = load_folder(make_folder(tmp_path / "d", per_class={"disc": 2, "horizontal bar": 30, "vertikal ä": 3}))
     splits = make_splits(data, TrainConfig())
@@ -147,7 +147,7 @@ def test_junk_files_are_skipped_with_one_warning(tmp_path, caplog):
 
 def test_imbalance_is_reported_and_weighted(tmp_path):
     from train.pipeline import data_record
-    from train.stages import TrainConfig, make_splits
+    from train.trainer import TrainConfig, make_splits
 
     counts = {"disc": 24, "horizontal bar": 24, "vertikal ä": 6}
     data = load_folder(make_folder(tmp_path / "d", per_class=counts))

@@ -110,7 +110,7 @@ def test_cli_refuses_bundled_init_for_another_architecture(tmp_path, capsys):
 def test_qat_ranges_start_at_the_float_activations():
     """tfmot's [-6, 6] start would waste levels on negatives and clip above 6 (train.trainer.start_ranges)."""
     from train.keras_env import keras
-    from train.stages import quantize
+    from train.trainer import quantize
 
     keras.utils.set_random_seed(0)  # the same weights whatever ran before (this head gives logits of both signs)
     model = build("edge", (16, 16, 3), 4)

@@ -51,7 +51,7 @@ def test_plots_are_valid_pngs(quick_run, name):
 
 
 def test_qat_model_reloads_with_the_same_predictions(quick_run, fashion):
-    from train.stages import QAT_MODEL, load_qat_model
+    from train.trainer import QAT_MODEL, load_qat_model
 
     model = load_qat_model(quick_run / QAT_MODEL)
     probs = model.predict(fashion.contract.model_input(fashion.test_images[:500]), verbose=0)

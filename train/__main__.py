@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from train.augment import PRESETS
     from train.distributed import STRATEGIES
     from train.model import ARCHITECTURES
-    from train.stages import TrainConfig
+    from train.config import TrainConfig
 
     d = TrainConfig()
     p = argparse.ArgumentParser(prog="python -m train", description=__doc__)
@@ -133,7 +133,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def fashion_config(args: argparse.Namespace):
     """Fashion-MNIST's recipe (TrainConfig's defaults and camera crops), with what the flags change."""
     from train.augment import PRESETS
-    from train.stages import TrainConfig
+    from train.config import TrainConfig
 
     d = TrainConfig()
     if args.init == "bundled":
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     from runtime.files import check_writable, write_error
     from train.backbone import BackboneError
     from train.pipeline import run
-    from train.stages import TrainingDiverged
+    from train.trainer import TrainingDiverged
 
     started = time.time()
     if args.data != "fashion-mnist" and Path(args.data).is_dir():

@@ -11,9 +11,12 @@ import numpy as np
 
 from runtime.files import write_json
 from train import report as rep
+from train.config import TrainConfig
 from train.distributed import LOCAL, Cluster
+from train.inputs import make_splits
 from train.model import count_macs
-from train.stages import FLOAT_MODEL, QAT_MODEL, TrainConfig, TrainingDiverged, make_splits, train
+from train.stages import FLOAT_MODEL, QAT_MODEL
+from train.trainer import TrainingDiverged, train
 
 log = logging.getLogger(__name__)
 REPORT = "train_report.json"

@@ -16,7 +16,7 @@ import numpy as np
 
 from train.augment import PRESETS
 from train.backbone import check_arch, fits
-from train.stages import TrainConfig
+from train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
