@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,6 +19,10 @@ from train.augment import make_augmenter
 from train.config import TrainConfig
 from train.distributed import Cluster
 from train.keras_env import tf
+
+if TYPE_CHECKING:
+    from train.datasets import Dataset
+
 
 @dataclass
 class Splits:
@@ -46,18 +51,17 @@ def subsample(labels: np.ndarray, idx: np.ndarray, n: int, seed: int) -> np.ndar
     return idx[chosen]
 
 
-def make_splits(dataset, config: TrainConfig, cache_dir: Path | None = None) -> Splits:
+def make_splits(dataset: Dataset, config: TrainConfig, cache_dir: Path | None = None) -> Splits:
     """Validation comes out of the training set (at least one image of every class), unless
     the data set has its own (a folder's val/); the test set is only for the report.
 
-    ``dataset``: ``train.data.FashionMNIST`` or ``train.folders.ImageFolder``. With
+    ``dataset``: Fashion-MNIST or a folder (``train.datasets.Dataset``). With
     ``config.camera_frames`` the camera crops are rendered (or read from ``cache_dir``)."""
     from train.camera_crops import camera_views
     from train.folders import oversampling
 
     as_input = dataset.contract.model_input
-    own_val = getattr(dataset, "val_images", None) is not None
-    if own_val:
+    if dataset.val_images is not None:  # its own validation images
         train_idx = np.arange(len(dataset.train_labels))
         x_val_all, y_val_all = dataset.val_images, dataset.val_labels
         val_idx = np.arange(len(y_val_all))
@@ -70,7 +74,7 @@ def make_splits(dataset, config: TrainConfig, cache_dir: Path | None = None) -> 
         val_idx = subsample(y_val_all, val_idx, max(config.limit // 5, 200), config.seed)
     x_val, y_val = as_input(x_val_all[val_idx]), y_val_all[val_idx]
     y_train = dataset.train_labels[train_idx]
-    if getattr(dataset, "test_is_validation", False):  # no test/: report on the validation images
+    if dataset.test_is_validation:  # no test set of its own: report on the validation images
         x_test, y_test = x_val, y_val
     else:
         x_test, y_test = as_input(dataset.test_images), dataset.test_labels

@@ -4,7 +4,7 @@
 early stopping, a checkpoint every epoch). The parts are modules of their own, and every name
 this module always had is still importable from here:
 
-- ``train.config``: ``TrainConfig``;
+- ``train.config``: ``TrainConfig`` and the shipped recipe (``TrainConfig.shipped()``);
 - ``train.inputs``: the splits (``make_splits``) and their tf.data pipelines;
 - ``train.callbacks``: the epoch log and ``StageBackup``, the checkpoint of a stage;
 - ``train.qat``: the QAT model and its quantization ranges;
