@@ -28,7 +28,7 @@ def load_model(path: Path | None):
 
     # No trained model here (a clean clone before `make demo`): the same architecture with
     # untrained weights does exactly the same work per request.
-    return build("edge"), "untrained edge architecture (same compute)"
+    return build("edge", (28, 28, 1), len(CLASS_NAMES)), "untrained edge architecture (same compute)"
 
 
 def create_app(model, direct_call: bool) -> Flask:

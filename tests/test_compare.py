@@ -47,7 +47,7 @@ def test_every_architecture_builds_and_converts_to_int8(tmp_path):
     FASHION = Contract(CLASS_NAMES, 28, 28, 1)
     calibration = np.random.default_rng(0).random((20, 28, 28, 1), dtype=np.float32)
     for name in ARCHITECTURES:
-        model = build(name)
+        model = build(name, FASHION.image_shape, len(FASHION.labels))
         kinds = {type(layer) for layer in model.layers}
         assert model.output_shape == (None, 10) and model.layers[-1].activation.__name__ == "softmax"
         if name in ("mlp", "linear"):
@@ -66,7 +66,8 @@ def test_every_architecture_builds_and_converts_to_int8(tmp_path):
                              build_metadata("tflite-int8", "test", {"architecture": name}, FASHION))
         prediction = Predictor(path, num_threads=1).predict(np.zeros((28, 28), np.uint8))
         assert 0 <= prediction.index < 10, name
-    assert build("edge:width=0.5").count_params() < build("edge").count_params() / 3
+    shape, classes = FASHION.image_shape, len(FASHION.labels)
+    assert build("edge:width=0.5", shape, classes).count_params() < build("edge", shape, classes).count_params() / 3
 
 
 @pytest.fixture(scope="module")

@@ -20,18 +20,18 @@ ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 # python -c: run `python -m train ARGS` with a SIGKILL at one point of the end of the float stage
 KILLER = """
 import os, signal, sys
-import train.trainer as trainer
+import train.stages as stages
 
 def kill(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
 
 if sys.argv[1] == "after-fit":  # fit() returned; the model file is not written yet
-    save_model = trainer.save_model
-    trainer.save_model = lambda model, path, *a, **k: (
-        kill() if path.name == trainer.FLOAT_MODEL else save_model(model, path, *a, **k))
+    save_model = stages.save_model
+    stages.save_model = lambda model, path, *a, **k: (
+        kill() if path.name == stages.FLOAT_MODEL else save_model(model, path, *a, **k))
 else:  # "after-save": the model file is written; train_state.json does not record it yet
-    finish = trainer.RunState.finish
-    trainer.RunState.finish = lambda self, stage, info: (
+    finish = stages.RunState.finish
+    stages.RunState.finish = lambda self, stage, info: (
         kill() if stage == "float" else finish(self, stage, info))
 from train.__main__ import main
 sys.exit(main(sys.argv[2:]))

@@ -1,9 +1,13 @@
-"""Defaults chosen from a folder (train.recipe) and --init bundled (train.backbone)."""
+"""Defaults chosen from a folder (train.recipe), --init bundled (train.backbone), and the shipped recipe
+(train.config) that python -m train and Python both train with."""
+
+import dataclasses
 
 import numpy as np
 import pytest
 
 from train import backbone, recipe
+from train.augment import PRESETS
 from train.folders import load_folder
 from train.model import build
 
@@ -138,3 +142,58 @@ def test_cli_refuses_an_output_inside_the_data(tmp_path, capsys):
     data = make_folder(tmp_path / "shapes", per_class=4)
     assert main(["--data", str(data), "--out", str(data / "disc" / "run")]) == 2
     assert "inside --data" in capsys.readouterr().err and not (data / "disc" / "run").exists()
+
+
+# --- the shipped recipe: one configuration for python -m train and for Python ---------------------
+
+def fake_run(seen: dict):
+    """train.pipeline.run that keeps what python -m train asked it to train, and trains nothing."""
+    def run(config, dataset, out, cluster):
+        seen.update(config=config, dataset=dataset)
+        return {stage: {"test_accuracy": 0.0, "test_loss": 0.0} for stage in ("float", "qat")}
+
+    return run
+
+
+def test_python_m_train_trains_the_shipped_recipe(fashion, tmp_path, monkeypatch):
+    """The contract: `python -m train --out X` (no flags) trains ``TrainConfig.shipped()``, which is what
+    ``train.datasets.recipe`` gives Python for Fashion-MNIST; the help shows its values."""
+    import train.data
+    import train.pipeline
+    from train import datasets
+    from train.__main__ import main, parse_args
+    from train.config import CAMERA_FRAMES, TrainConfig
+
+    seen: dict = {}
+    monkeypatch.setattr(train.pipeline, "run", fake_run(seen))
+    monkeypatch.setattr(train.data, "load", lambda data_dir=None, **kwargs: fashion)
+    assert main(["--out", str(tmp_path / "out")]) == 0
+    shipped = TrainConfig.shipped()
+    assert seen["config"] == shipped and seen["dataset"] is fashion
+    assert datasets.recipe(fashion) == shipped == TrainConfig(camera_frames=CAMERA_FRAMES)
+    # runs in --out from before the recipe had a name resume: the fingerprint the CLI's config always had
+    assert shipped.fingerprint() == "b07ccee3de49fca2"
+    args = parse_args(["--out", "X"])
+    assert (args.arch, args.seed) == (shipped.arch, shipped.seed)
+    # what the flags change, from the command line and from Python alike
+    flags = ["--epochs", "3", "--augment", "camera", "--flip", "off", "--camera-frames", "0", "--seed", "7"]
+    assert main([*flags, "--out", str(tmp_path / "out2")]) == 0
+    python = datasets.recipe(fashion, epochs=3, augment="camera", flip="off", camera_frames=0, seed=7)
+    camera = dataclasses.replace(PRESETS["camera"], flip=False)
+    assert seen["config"] == python == TrainConfig.shipped(epochs=3, camera_frames=0, seed=7, augment=camera)
+
+
+def test_python_m_train_on_a_folder_trains_what_python_gets(tmp_path, monkeypatch):
+    import train.pipeline
+    from train import datasets
+    from train.__main__ import main
+
+    folder = make_folder(tmp_path / "shapes", per_class=12)
+    seen: dict = {}
+    monkeypatch.setattr(train.pipeline, "run", fake_run(seen))
+    assert main(["--data", str(folder), "--seed", "3", "--epochs", "4", "--out", str(tmp_path / "out")]) == 0
+    dataset = datasets.open_dataset(folder, seed=3)
+    config = datasets.recipe(dataset, seed=3, epochs=4)
+    assert seen["config"] == config and config.fingerprint() == seen["config"].fingerprint()
+    assert config.camera_frames == 0 and config.data_id.startswith(dataset.checksums["files"][:16])
+    assert config == recipe.for_folder(dataset, seed=3, epochs=4, data_id=config.data_id)

@@ -9,7 +9,6 @@ run resumes where it stopped when the same command is run again.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import math
 import sys
@@ -18,10 +17,9 @@ from pathlib import Path
 
 from train.data import DataError
 
-# Fashion-MNIST's recipe renders this many of the 55,000 training images into camera frames
-# (preprocessing in the loop, train.camera_crops); with camera_mix 0.5 about a ninth of each
-# epoch's images are crops (docs/desk.md: the trade-off against the official test set)
-CAMERA_FRAMES = 12500
+# what the presets of --augment do (train.augment.PRESETS)
+AUGMENT_HELP = {"standard": "shifts, erasing, flips", "camera": "+ rotation, zoom, gamma, noise",
+                "photo": "shifts, tilts, zoom, light"}
 
 
 def arch_spec(text: str) -> str:
@@ -55,12 +53,19 @@ def seed(text: str) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from train import recipe
     from train.augment import PRESETS
+    from train.config import TrainConfig
+    from train.datasets import FASHION_MNIST, data_kind
     from train.distributed import STRATEGIES
     from train.model import ARCHITECTURES
-    from train.trainer import TrainConfig
 
-    d = TrainConfig()
+    d = TrainConfig.shipped()  # the defaults are the shipped recipe's; a folder's are chosen (train.recipe)
+    augment = next(name for name, preset in PRESETS.items() if preset == d.augment)
+    presets = ", ".join(f"{name} ({'the default: ' if name == augment else ''}{what})"
+                        for name, what in AUGMENT_HELP.items())
+    if recipe.AUGMENT != augment:
+        presets += f"; with --data DIR {recipe.AUGMENT}"
     p = argparse.ArgumentParser(prog="python -m train", description=__doc__)
     p.add_argument("--arch", default=d.arch, type=arch_spec,
                    help=f"one of {', '.join(ARCHITECTURES)}; builder arguments may follow, "
@@ -73,25 +78,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"default {d.batch_size}, or from the folder's size")
     p.add_argument("--learning-rate", type=learning_rate, default=None,
                    help=f"peak learning rate of the float stage (> 0); default {d.learning_rate:g}, "
-                        "with --data DIR from --init")
+                        f"with --data DIR {recipe.LEARNING_RATE:g}")
     p.add_argument("--augment", choices=sorted(PRESETS), default=None,
-                   help="augmentation preset: standard (the default: shifts, erasing, flips), camera (+ rotation, "
-                        "zoom, gamma, noise), photo (shifts, tilts, zoom, light)")
+                   help=f"augmentation preset: {presets}")
     p.add_argument("--flip", choices=("auto", "on", "off"), default="auto",
                    help="mirror training images; auto: the preset's choice, with --data DIR on only when "
                         "mirrored images stay recognisable (photos yes, digits no)")
     p.add_argument("--init", choices=("bundled", "scratch"), default=None,
-                   help="start from the bundled Fashion-MNIST network's convolutions (--data DIR's "
-                        "default), or from random weights (Fashion-MNIST's default)")
+                   help="start from the bundled Fashion-MNIST network's convolutions (bundled) or from random "
+                        f"weights (scratch); default {d.init}, with --data DIR {recipe.INIT} where the "
+                        "architecture takes them")
     p.add_argument("--camera-frames", type=int, default=None, metavar="N",
                    help=f"Fashion-MNIST: render N training images into camera frames and train on the runtime's "
                         f"crops of them as well (preprocessing in the loop, train.camera_crops); default "
-                        f"{CAMERA_FRAMES}, 0: off")
+                        f"{d.camera_frames}, 0: off")
     p.add_argument("--limit", type=int, default=None,
                    help="train on a stratified subset of this many images (quick runs)")
     p.add_argument("--seed", type=seed, default=d.seed, help="0 to 2**32 - 1")
-    p.add_argument("--data", default="fashion-mnist", metavar="DIR",
-                   help="fashion-mnist (default), or a folder of your own classes: one sub-folder of images "
+    p.add_argument("--data", default=FASHION_MNIST.name, metavar="DIR",
+                   help=f"{FASHION_MNIST.name} (default), or a folder of your own classes: one sub-folder of images "
                         "per class (its name is the label), or train/ [val/] [test/] folders holding them")
     p.add_argument("--image-size", type=int, default=None,
                    help="with --data DIR: the input's side in pixels (default: from the images, 28-64)")
@@ -116,13 +121,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--qat-epochs must be >= 0 and --limit >= 10")
     if args.camera_frames is not None and args.camera_frames < 0:
         p.error("--camera-frames must be >= 0")
-    if args.data == "fashion-mnist":
-        for name in ("image_size", "color", "preprocess"):
-            if getattr(args, name) is not None:
-                p.error(f"--{name.replace('_', '-')} is for --data DIR (a folder of your own classes)")
-    elif args.data_dir is not None:
+    kind = data_kind(args.data)
+    for name in ("image_size", "color", "preprocess"):
+        if getattr(args, name) is not None and name not in kind.options:
+            p.error(f"--{name.replace('_', '-')} is for --data DIR (a folder of your own classes)")
+    if args.data_dir is not None and "data_dir" not in kind.options:
         p.error("--data-dir is for Fashion-MNIST; with --data DIR the folder is the data")
-    elif args.camera_frames:
+    elif args.camera_frames and not kind.camera_crops:
         p.error("--camera-frames is for Fashion-MNIST: the camera simulator renders its garments; "
                 "photos of your own classes are camera images already")
     if args.image_size is not None and not 8 <= args.image_size <= 512:
@@ -130,36 +135,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def fashion_config(args: argparse.Namespace):
-    """Fashion-MNIST's recipe (TrainConfig's defaults and camera crops), with what the flags change."""
-    from train.augment import PRESETS
-    from train.trainer import TrainConfig
-
-    d = TrainConfig()
-    if args.init == "bundled":
-        from train.backbone import check_arch
-
-        check_arch(args.arch)
-    augment = PRESETS[args.augment or "standard"]
-    if args.flip != "auto":
-        augment = dataclasses.replace(augment, flip=args.flip == "on")
-    return TrainConfig(arch=args.arch, epochs=args.epochs or d.epochs,
-                       qat_epochs=d.qat_epochs if args.qat_epochs is None else args.qat_epochs,
-                       batch_size=args.batch_size or d.batch_size, learning_rate=args.learning_rate or d.learning_rate,
-                       limit=args.limit, seed=args.seed, augment=augment, init=args.init or d.init,
-                       camera_frames=CAMERA_FRAMES if args.camera_frames is None else args.camera_frames)
+def recipe_flags(args: argparse.Namespace) -> dict:
+    """What the flags change in the recipe (``train.datasets.recipe``; None: the recipe's choice)."""
+    return dict(arch=args.arch, epochs=args.epochs, qat_epochs=args.qat_epochs, batch_size=args.batch_size,
+                learning_rate=args.learning_rate, augment=args.augment, flip=args.flip, init=args.init,
+                limit=args.limit, seed=args.seed, camera_frames=args.camera_frames)
 
 
-def folder_config(args: argparse.Namespace, dataset):
-    """The recipe chosen from the folder (train.recipe), with what the flags fix."""
-    from train.recipe import for_folder
+def open_data(args: argparse.Namespace):
+    """The data ``--data`` names, and the configuration to train it with."""
+    from train.datasets import open_dataset, recipe
 
-    contract = dataset.contract  # another folder or other options: another run, never resumed
-    return for_folder(dataset, epochs=args.epochs, qat_epochs=args.qat_epochs, batch=args.batch_size,
-                      learning_rate=args.learning_rate, augment=args.augment, flip=args.flip,
-                      init=args.init, arch=args.arch, limit=args.limit, seed=args.seed,
-                      data_id=f"{dataset.checksums['files'][:16]}:{contract.color}:{contract.height}:"
-                              f"{contract.preprocessing}")
+    dataset = open_dataset(args.data, seed=args.seed, data_dir=args.data_dir, image_size=args.image_size,
+                           color=args.color, preprocess=args.preprocess)
+    return dataset, recipe(dataset, **recipe_flags(args))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,15 +163,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     prefix = f"[worker {cluster.index}/{cluster.workers}] " if cluster.workers > 1 else ""
     logging.basicConfig(level=logging.INFO, format=f"{prefix}%(message)s")
-    from train import data as fmnist
     from runtime.files import check_writable, write_error
     from train.backbone import BackboneError
+    from train.datasets import data_kind
     from train.pipeline import run
     from train.trainer import TrainingDiverged
 
     started = time.time()
-    if args.data != "fashion-mnist" and Path(args.data).is_dir():
-        data, out = Path(args.data).resolve(), args.out.resolve()
+    folder = data_kind(args.data).folder(args.data)
+    if folder is not None:
+        data, out = folder.resolve(), args.out.resolve()
         if out == data or data in out.parents:  # the run's own plots would become training images
             print(f"error: --out {args.out} is inside --data {args.data}: put the run's output "
                   "outside the data folder", file=sys.stderr)
@@ -193,15 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {write_error(e, args.out)}", file=sys.stderr)
         return 2
     try:
-        if args.data == "fashion-mnist":
-            dataset = fmnist.load(args.data_dir)
-            config = fashion_config(args)
-        else:
-            from train.folders import load_folder
-
-            dataset = load_folder(args.data, image_size=args.image_size, color=args.color,
-                                  preprocess=args.preprocess, seed=args.seed)
-            config = folder_config(args, dataset)
+        dataset, config = open_data(args)
     except (DataError, ValueError) as e:  # ValueError: FolderError, BackboneError
         print(f"error: {e}", file=sys.stderr)
         return 2

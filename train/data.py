@@ -23,6 +23,7 @@ import urllib.request
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -99,12 +100,17 @@ class DataError(RuntimeError):
 
 @dataclass
 class FashionMNIST:
+    """The official data set, as training reads it (``train.datasets.Dataset``)."""
     train_images: np.ndarray  # (60000, 28, 28) uint8
     train_labels: np.ndarray  # (60000,) uint8
     test_images: np.ndarray  # (10000, 28, 28) uint8
     test_labels: np.ndarray  # (10000,) uint8
     source: Path
     checksums: dict[str, str] = field(default_factory=dict)
+    kind: ClassVar[str] = "fashion-mnist"
+    val_images: ClassVar[None] = None  # no validation images of its own: they come out of the training set
+    val_labels: ClassVar[None] = None
+    test_is_validation: ClassVar[bool] = False  # the official test set
 
     @property
     def contract(self) -> Contract:
@@ -112,6 +118,13 @@ class FashionMNIST:
         the object preprocessing (the dataset's photos were cropped, negated and centred)."""
         height, width = self.train_images.shape[1:3]
         return Contract(CLASS_NAMES, height, width, channels=1, preprocessing="object")
+
+    def describe(self) -> dict:
+        """The report's "data": where the data came from and their checksums."""
+        contract = self.contract
+        return {"kind": self.kind, "source": str(self.source), "sha256": self.checksums,
+                "image_size": contract.height, "color": "gray", "preprocess": contract.preprocessing,
+                "test_is_validation": self.test_is_validation}
 
 
 def parse_idx(raw: bytes, spec: IdxFile, path: Path) -> np.ndarray:

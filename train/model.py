@@ -1,4 +1,4 @@
-"""CNN architectures (and classic baselines) for small images (by default 28x28 gray garments).
+"""CNN architectures (and classic baselines) for small images: 28x28 gray garments, or your own classes.
 
 Every builder takes ``input_shape`` (height, width, channels) and ``num_classes`` from the
 data's contract; inputs are float pixels in [0, 1]; outputs are class probabilities.
@@ -16,10 +16,7 @@ from collections.abc import Callable
 
 from train.keras_env import keras
 
-# Architecture defaults: Fashion-MNIST's shape. Training passes its data's contract instead.
-NUM_CLASSES = 10
-INPUT_SHAPE = (28, 28, 1)
-Shape = tuple[int, int, int]
+Shape = tuple[int, int, int]  # (height, width, channels): the contract's ``image_shape``
 L = keras.layers
 
 
@@ -37,7 +34,7 @@ def flatten_head(num_classes: int, dropout: float, units: int = 128) -> list:
             L.Dense(num_classes, activation="softmax")]
 
 
-def edge_cnn(input_shape: Shape = INPUT_SHAPE, num_classes: int = NUM_CLASSES,
+def edge_cnn(input_shape: Shape, num_classes: int,
              dropout: float = 0.2, width: float = 1.0) -> keras.Model:
     """The shipped model: one conv at 28x28, two at 14x14, one at 7x7, flatten head.
 
@@ -57,7 +54,7 @@ def edge_cnn(input_shape: Shape = INPUT_SHAPE, num_classes: int = NUM_CLASSES,
     ], name="edge_cnn")
 
 
-def deep7_cnn(input_shape: Shape = INPUT_SHAPE, num_classes: int = NUM_CLASSES,
+def deep7_cnn(input_shape: Shape, num_classes: int,
               dropout: float = 0.2) -> keras.Model:
     """Same multiply-adds as edge_cnn, moved to 7x7: one conv at 14x14, two at 7x7."""
     return keras.Sequential([
@@ -69,7 +66,7 @@ def deep7_cnn(input_shape: Shape = INPUT_SHAPE, num_classes: int = NUM_CLASSES,
     ], name="deep7_cnn")
 
 
-def design_baseline(input_shape: Shape = INPUT_SHAPE, num_classes: int = NUM_CLASSES) -> keras.Model:
+def design_baseline(input_shape: Shape, num_classes: int) -> keras.Model:
     """DESIGN.md's 22M-MAC reference: two convs at 28x28, global average pooling."""
     return keras.Sequential([
         L.Input(input_shape),
@@ -80,7 +77,7 @@ def design_baseline(input_shape: Shape = INPUT_SHAPE, num_classes: int = NUM_CLA
     ], name="design_baseline")
 
 
-def notebook_cnn(input_shape: Shape = INPUT_SHAPE, num_classes: int = NUM_CLASSES) -> keras.Model:
+def notebook_cnn(input_shape: Shape, num_classes: int) -> keras.Model:
     """The common notebook CNN: two valid 3x3 convs (30, 60 filters), dense 60."""
     return keras.Sequential([
         L.Input(input_shape),
@@ -91,7 +88,7 @@ def notebook_cnn(input_shape: Shape = INPUT_SHAPE, num_classes: int = NUM_CLASSE
     ], name="notebook_cnn")
 
 
-def lenet(input_shape: Shape = INPUT_SHAPE, num_classes: int = NUM_CLASSES,
+def lenet(input_shape: Shape, num_classes: int,
           l2: float = 5e-4, dropout: float = 0.3) -> keras.Model:
     """LeNet-5 layout (6 and 16 5x5 convs, dense 120 and 84) with ReLU, max pooling,
     L2 weight decay and dropout."""
@@ -107,7 +104,7 @@ def lenet(input_shape: Shape = INPUT_SHAPE, num_classes: int = NUM_CLASSES,
     ], name="lenet")
 
 
-def mlp(input_shape: Shape = INPUT_SHAPE, num_classes: int = NUM_CLASSES,
+def mlp(input_shape: Shape, num_classes: int,
         dropout: float = 0.2) -> keras.Model:
     """Dense only: pixels -> 256 -> 128 -> classes."""
     return keras.Sequential([
@@ -118,7 +115,7 @@ def mlp(input_shape: Shape = INPUT_SHAPE, num_classes: int = NUM_CLASSES,
     ], name="mlp")
 
 
-def linear(input_shape: Shape = INPUT_SHAPE, num_classes: int = NUM_CLASSES) -> keras.Model:
+def linear(input_shape: Shape, num_classes: int) -> keras.Model:
     """Softmax regression on the pixels: the floor every model must clear."""
     return keras.Sequential([L.Input(input_shape), L.Flatten(),
                              L.Dense(num_classes, activation="softmax")], name="linear")
@@ -164,9 +161,9 @@ def spec(name: str, **params: float) -> str:
     return f"{name}:{args}" if args else name
 
 
-def build(name: str = "edge", input_shape: Shape = INPUT_SHAPE, num_classes: int = NUM_CLASSES) -> keras.Model:
-    """Build a registry architecture for the data's shape; ``name`` may carry arguments
-    (see ``parse_spec``)."""
+def build(name: str, input_shape: Shape, num_classes: int) -> keras.Model:
+    """Build a registry architecture for the data's shape, e.g. ``build(arch, contract.image_shape,
+    len(contract.labels))``; ``name`` may carry arguments (see ``parse_spec``)."""
     arch, params = parse_spec(name)
     return ARCHITECTURES[arch](tuple(input_shape), num_classes, **params)
 

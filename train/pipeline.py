@@ -11,9 +11,13 @@ import numpy as np
 
 from runtime.files import write_json
 from train import report as rep
+from train.config import TrainConfig
+from train.datasets import Dataset, test_set_name
 from train.distributed import LOCAL, Cluster
+from train.inputs import make_splits
 from train.model import count_macs
-from train.trainer import FLOAT_MODEL, QAT_MODEL, TrainConfig, TrainingDiverged, make_splits, train
+from train.stages import FLOAT_MODEL, QAT_MODEL
+from train.trainer import TrainingDiverged, train
 
 log = logging.getLogger(__name__)
 REPORT = "train_report.json"
@@ -24,43 +28,34 @@ def per_class(labels: np.ndarray, names: tuple[str, ...]) -> dict[str, int]:
     return {name: int(n) for name, n in zip(names, counts)}
 
 
-def data_record(dataset, splits) -> dict:
+def data_record(dataset: Dataset, splits) -> dict:
     """The report's "data": where the data came from (so export can load them again) and
     how many images of each class every split has."""
     names = splits.contract.labels
     counts = {"train": per_class(splits.y_train, names), "validation": per_class(splits.y_val, names),
               "test": per_class(splits.y_test, names)}
-    if hasattr(dataset, "describe"):  # a folder of your own classes
-        record = dataset.describe()
+    record = dataset.describe()
+    if "counts" in record:  # a folder's: the images of each class in each of its folders
         record["folder_counts"] = record.pop("counts")
-    else:
-        record = {"kind": "fashion-mnist", "source": str(dataset.source), "sha256": dataset.checksums,
-                  "image_size": splits.contract.height, "color": "gray",
-                  "preprocess": splits.contract.preprocessing, "test_is_validation": False}
     record.update(train=len(splits.y_train), validation=len(splits.y_val), test=len(splits.y_test),
                   per_class=counts, oversampling=None if splits.repeats is None else
                   {names[c]: r for c, r in splits.repeats.items()})
     return record
 
 
-def test_set_name(dataset) -> str:
-    if getattr(dataset, "kind", "fashion-mnist") != "folder":
-        return "the official test set"
-    return "the validation images (no test/)" if dataset.test_is_validation else "the folder's test/ images"
-
-
-def run(config: TrainConfig, dataset, out: Path, cluster: Cluster = LOCAL) -> dict | None:
-    """``dataset``: ``train.data.FashionMNIST`` or ``train.folders.ImageFolder``.
+def run(config: TrainConfig, dataset: Dataset, out: Path, cluster: Cluster = LOCAL) -> dict | None:
+    """Train ``dataset`` (Fashion-MNIST or a folder: ``train.datasets``) with ``config``: what
+    ``python -m train`` does with the configuration its flags make (``train.datasets.recipe``).
 
     Under a multi-worker strategy every worker trains; only the chief evaluates and writes the
     report and plots (the others return None)."""
     started = time.time()
     splits = make_splits(dataset, config, out if cluster.is_chief else None)  # one writer of the crops cache
-    test_is_validation = getattr(dataset, "test_is_validation", False)
     log.info("train %d, validation %d (%s), test %d (%s)",
              len(splits.y_train), len(splits.y_val),
-             "the folder's val/" if getattr(dataset, "val_images", None) is not None else "from the training set",
-             len(splits.y_test), "= the validation images: no test/ folder" if test_is_validation else "report only")
+             "the folder's val/" if dataset.val_images is not None else "from the training set",
+             len(splits.y_test), "= the validation images: no test/ folder" if dataset.test_is_validation
+             else "report only")
     data = data_record(dataset, splits)
     for name in splits.contract.labels:
         log.info("  %-20s train %5d  validation %4d  test %4d", name, data["per_class"]["train"][name],

@@ -1,9 +1,10 @@
-"""Defaults that fit a folder of your own classes, chosen from what it holds.
+"""The recipes ``python -m train`` trains with: Fashion-MNIST's, and one chosen for a folder.
 
-Fashion-MNIST's recipe (``TrainConfig``'s defaults) is made for 55,000 images. A folder
-of a few hundred photos needs smaller batches, more epochs, early stopping on the
+Fashion-MNIST's recipe is the shipped one (``TrainConfig.shipped()``), made for 55,000 images. A
+folder of a few hundred photos needs smaller batches, more epochs, early stopping on the
 validation loss, light augmentation, and a network that already knows edges and shapes.
-Every choice is logged; every one has a flag that overrides it.
+Every choice is logged; every one has a flag that overrides it. ``train.datasets.recipe`` picks
+the one of a data set.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 from train.augment import PRESETS
 from train.backbone import check_arch, fits
-from train.trainer import TrainConfig
+from train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,18 @@ def flip_score(images: np.ndarray, labels: np.ndarray) -> float:
     accuracy = np.mean(classes[np.argmax(unit(x) @ means.T, axis=1)] == labels)
     mirrored_accuracy = np.mean(classes[np.argmax(unit(mirrored) @ means.T, axis=1)] == labels)
     return float(mirrored_accuracy / max(accuracy, 1e-6))
+
+
+def for_fashion_mnist(*, augment: str | None = None, flip: str = "auto", **changes) -> TrainConfig:
+    """Fashion-MNIST's recipe, the shipped one (``TrainConfig.shipped()``), with ``changes`` (its fields);
+    ``augment``: a preset instead of the recipe's augmentation, ``flip`` "on" or "off": flips or none."""
+    config = TrainConfig.shipped(**changes)
+    if config.init == "bundled":
+        check_arch(config.arch)
+    augmentation = PRESETS[augment] if augment else config.augment
+    if flip != "auto":
+        augmentation = dataclasses.replace(augmentation, flip=flip == "on")
+    return dataclasses.replace(config, augment=augmentation)
 
 
 def for_folder(dataset, *, epochs: int | None = None, qat_epochs: int | None = None,

@@ -49,7 +49,8 @@ def search_splits(dataset, limit: int | None, seed: int):
     """The standard split; only the training part is subsampled (validation stays 5,000).
 
     The test part is left empty: selection never sees the official test set."""
-    from train.trainer import Splits, TrainConfig, make_splits, subsample
+    from train.config import TrainConfig
+    from train.inputs import Splits, make_splits, subsample
 
     full = make_splits(dataset, TrainConfig(seed=seed))
     idx = np.arange(len(full.y_train))
@@ -84,9 +85,10 @@ def payload(budget: dict, trials: list[dict], wall_time_s: float, **extra) -> di
 
 def run_trial(params: dict[str, float], splits, epochs: int, seed: int, work: Path,
               callbacks: list | None = None) -> dict:
+    from train.config import TrainConfig
     from train.keras_env import keras
     from train.model import build, count_macs, spec
-    from train.trainer import TrainConfig, TrainingDiverged, fit
+    from train.trainer import TrainingDiverged, fit
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)

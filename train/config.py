@@ -1,0 +1,67 @@
+"""What a training run is: ``TrainConfig``, and the shipped recipe (``TrainConfig.shipped()``).
+
+``python -m train`` trains Fashion-MNIST with ``TrainConfig.shipped()`` and what its flags change
+(``train.recipe.for_fashion_mnist``); a folder of your own classes with a recipe chosen from the
+folder (``train.recipe.for_folder``). ``train.datasets.recipe(dataset, ...)`` is the one both the
+command line and Python call, so the same data and flags make the same run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from train.augment import AugmentConfig
+
+# Fashion-MNIST's recipe renders this many of the 55,000 training images into camera frames
+# (preprocessing in the loop, train.camera_crops); with camera_mix 0.5 about a ninth of each
+# epoch's images are crops (docs/desk.md: the trade-off against the official test set)
+CAMERA_FRAMES = 12500
+
+
+@dataclass
+class TrainConfig:
+    """A run's configuration. The defaults are the shipped recipe without camera crops (what a folder's
+    recipe starts from, and what runs saved before camera crops existed were); ``shipped()`` is the recipe."""
+
+    arch: str = "edge"
+    epochs: int = 35  # float epochs; the cosine schedule spans all of them
+    qat_epochs: int = 2  # fine-tune only: QAT starts from trained float weights
+    batch_size: int = 128
+    learning_rate: float = 3e-3  # peak, after a one-epoch warm-up
+    qat_learning_rate: float = 1e-4  # small: QAT only adapts weights to the int8 grid
+    label_smoothing: float = 0.1
+    validation_fraction: float = 1 / 12  # 5,000 of 60,000, stratified, from train only
+    patience: int = 8  # early stopping...
+    monitor: str = "val_accuracy"  # ...on this (small folders: val_loss, which moves when accuracy ties)
+    init: str = "scratch"  # or "bundled": the bundled network's convolutions (train.backbone)
+    qat_ranges: str = "tfmot"  # QAT's activation ranges start at tfmot's [-6, 6], or "data" (train.qat.start_ranges)
+    # preprocessing in the loop (train.camera_crops): this many training images are rendered into
+    # camera frames and cut out by the runtime's preprocessing; each epoch shows each of them as
+    # its crop with a chance of camera_mix (0: off; the shipped recipe renders CAMERA_FRAMES)
+    camera_frames: int = 0
+    camera_mix: float = 0.5
+    limit: int | None = None  # train on a stratified subset, for quick runs and tests
+    seed: int = 42
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    data_id: str | None = None  # identifies a folder data set (None: Fashion-MNIST)
+
+    @classmethod
+    def shipped(cls, **changes) -> TrainConfig:
+        """The shipped recipe: what ``python -m train`` trains without flags (the bundled models were
+        trained with it), with ``changes`` (other values of fields).
+
+        ``train.pipeline.run(TrainConfig.shipped(), dataset, out)`` on Fashion-MNIST is that run."""
+        return dataclasses.replace(cls(camera_frames=CAMERA_FRAMES), **changes)
+
+    def fingerprint(self) -> str:
+        """Identifies a run so that a resume never mixes two different configurations."""
+        fields = dataclasses.asdict(self)
+        if fields["data_id"] is None:  # Fashion-MNIST runs keep the fingerprint they always had
+            del fields["data_id"]
+        if not fields["camera_frames"]:  # ...and runs without camera crops too
+            del fields["camera_frames"], fields["camera_mix"]
+        text = json.dumps(fields, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
