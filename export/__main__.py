@@ -92,7 +92,7 @@ def parity(args, qat_model, dataset, models: dict[str, Path]) -> int:
     with atomic_path(args.out / GOLDEN) as tmp:
         np.save(tmp, reference[1].argmax(1).astype(contract.label_dtype))
     problems = gate.failures(results)
-    test_is_validation = bool(getattr(dataset, "test_is_validation", False))
+    test_is_validation = dataset.test_is_validation
     where, every_where = describe_sets(dataset, test_is_validation)
     payload = {"test_images": len(test), "test_set": where, "test_is_validation": test_is_validation,
                "agreement_images": len(every), "agreement_set": every_where,
@@ -119,8 +119,11 @@ def parity(args, qat_model, dataset, models: dict[str, Path]) -> int:
 
 def describe_sets(dataset, test_is_validation: bool) -> tuple[str, str]:
     """In words: the images accuracy is measured on, and those agreement is measured on."""
-    if getattr(dataset, "kind", None) != "folder":
-        return "the official test set", "the official test set"
+    from train.datasets import kind_of
+
+    kind = kind_of(dataset)
+    if not kind.agree_on_every_image:
+        return kind.test_set, kind.test_set
     test = (f"{dataset.source}'s validation images (no test/)" if test_is_validation else
             f"{dataset.source}'s test images")
     return test, (f"every image of {dataset.source} (training and validation)" if test_is_validation else
@@ -135,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     from train.data import DataError
+    from train.datasets import FOLDER, kind_of
     from train.folders import load_recorded
     from runtime.files import check_writable, write_error
     from train.trainer import load_qat_model
@@ -153,9 +157,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {report_path} is not valid JSON ({e}); re-run `python -m train`", file=sys.stderr)
             return 2
         dataset = load_recorded(recorded if isinstance(recorded, dict) else None, args.data_dir)
+        kind = kind_of(dataset)
         if args.name is None and not args.check:  # the files are named after the data
-            args.name = "model" if getattr(dataset, "kind", None) == "folder" else "fashion"
-        if getattr(dataset, "kind", None) == "folder":
+            args.name = kind.model_name
+        if kind is FOLDER:
             print(f"data: the folder {dataset.source} ({len(dataset.contract.labels)} classes, "
                   f"{dataset.contract.height}x{dataset.contract.width} {dataset.contract.color}), as trained")
         try:

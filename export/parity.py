@@ -54,7 +54,9 @@ def every_image(dataset) -> Images:
     """The images top-1 agreement is measured on: a folder's every image once (its training, validation
     and test images; with ``test_is_validation`` the test images are validation or training images,
     counted already), Fashion-MNIST's 10,000 test images."""
-    if getattr(dataset, "kind", None) != "folder":
+    from train.datasets import kind_of
+
+    if not kind_of(dataset).agree_on_every_image:
         return Images(dataset.test_images, dataset.test_labels)
     parts = [(dataset.train_images, dataset.train_labels)]
     if dataset.val_images is not None:

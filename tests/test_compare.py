@@ -121,7 +121,8 @@ def test_compare_markdown_and_plot(quick_compare):
 
 @pytest.mark.slow
 def test_search_starts_from_the_default_and_selects_on_validation(tmp_path):
-    from train.search import DEFAULTS, main
+    from train.search import main
+    from train.trials import DEFAULTS
 
     out = tmp_path / "search.json"
     assert main(["--trials", "2", "--epochs", "1", "--limit", "500", "--out", str(out)]) == 0

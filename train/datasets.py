@@ -58,6 +58,8 @@ class DataKind:
     options: ClassVar[frozenset[str]]  # the options of open_dataset that it reads (every kind takes a seed)
     camera_crops: ClassVar[bool]  # its images can be rendered into camera frames (train.camera_crops)
     test_set: ClassVar[str]  # how the report names its own test images
+    model_name: ClassVar[str]  # what python -m export names its model's files after (--name changes it)
+    agree_on_every_image: ClassVar[bool]  # the parity gate's agreement on every image, not the test set alone
 
     def folder(self, spec: str | Path) -> Path | None:
         """The folder ``spec`` reads images from, if it names one."""
@@ -75,6 +77,8 @@ class FashionMNISTKind(DataKind):
     options = frozenset({"data_dir"})  # where the four IDX files are (default: searched, train.data)
     camera_crops = True
     test_set = "the official test set"
+    model_name = "fashion"  # the bundled model's files: fashion_int8.tflite, ...
+    agree_on_every_image = False  # 10,000 test images are plenty
 
     def open(self, spec, seed, data_dir=None):
         from train import data
@@ -92,6 +96,8 @@ class FolderKind(DataKind):
     options = frozenset({"image_size", "color", "preprocess"})  # else measured on the images (train.choose)
     camera_crops = False  # photos of your own classes are camera images already
     test_set = "the folder's test/ images"
+    model_name = "model"  # model_int8.tflite, ...: any classes
+    agree_on_every_image = True  # a folder's test images are few: agreement on every image it has
 
     def folder(self, spec):
         path = Path(spec)

@@ -36,7 +36,7 @@ def trial_fn(config: dict) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(threads)
     from train import data as fmnist
     from train.model import count_macs
-    from train.search import run_trial, search_splits
+    from train.trials import run_trial, search_splits
 
     splits = search_splits(fmnist.load(config["data_dir"], allow_download=False), config["limit"], config["seed"])
     started, scores = time.time(), []
@@ -90,7 +90,7 @@ class WriteResults(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         from runtime.files import write_json
-        from train.search import payload
+        from train.trials import payload
 
         entry = record(trial.config, trial.last_result, self.plan)
         if entry is None:
@@ -105,7 +105,7 @@ def main(args: argparse.Namespace) -> int:
     from ray.tune.schedulers import ASHAScheduler
 
     from train import data as fmnist
-    from train.search import budget, candidates, search_splits
+    from train.trials import budget, candidates, search_splits
 
     try:
         dataset = fmnist.load(args.data_dir)  # here first: fetched once, and a clear error if it is missing

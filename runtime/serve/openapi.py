@@ -90,7 +90,8 @@ LABEL_PARAMETER = {"name": "label", "in": "query", "required": True,
                    "schema": {"type": "string", "minLength": 1, "maxLength": collecting.MAX_LABEL_CHARS,
                               "pattern": collecting.LABEL_PATTERN}}
 COLLECT_ANSWER = {"type": "object", "required": ["saved", "label", "count"], "properties": {
-    "saved": {"type": "string", "description": "LABEL/FILE.png (.jpg for a lossy upload), in the server's collect folder"},
+    "saved": {"type": "string",
+              "description": "LABEL/FILE.png (.jpg for a lossy upload), in the server's collect folder"},
     "label": {"type": "string"},
     "count": {"type": "integer", "minimum": 1, "description": "the label's images now"}}}
 
