@@ -110,8 +110,8 @@ def test_agreement_is_measured_on_every_image_of_a_folder_once(val, test, expect
 
 
 def test_fashion_mnist_agreement_is_on_its_test_set():
-    data = SimpleNamespace(kind="fashion-mnist", test_images=np.zeros((5, 1, 2), np.uint8), test_labels=np.zeros(5, np.uint8),
-                           train_images=np.zeros((9, 1, 2), np.uint8))
+    data = SimpleNamespace(kind="fashion-mnist", test_images=np.zeros((5, 1, 2), np.uint8),
+                           test_labels=np.zeros(5, np.uint8), train_images=np.zeros((9, 1, 2), np.uint8))
     assert parity.every_image(data).pixels is data.test_images
 
 
