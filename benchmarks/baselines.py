@@ -60,16 +60,18 @@ def scores(answers: list, labels: list[str]) -> dict:
 
 
 def test_crops(folder: Path, contract) -> tuple[np.ndarray, list[bool], list[str]]:
-    """The test/ images as the Predictor sees them (OpenCV reads, ``runtime.preprocess.prepare``
+    """The test/ images as the Predictor sees them (``runtime.images`` reads, ``runtime.preprocess.prepare``
     crops): (crops of the readable ones, flattened in [0, 1]; which were readable; labels)."""
-    import cv2
-
+    from runtime.images import BadImage, load
     from runtime.preprocess import prepare
 
     paths, labels = held_out(folder)
     crops, readable = [], []
     for path in paths:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        try:
+            image = load(path)
+        except BadImage:
+            image = None
         readable.append(image is not None)
         if image is not None:
             crops.append(prepare(image, contract).image.reshape(-1))

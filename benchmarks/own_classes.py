@@ -1,6 +1,6 @@
 """Your own classes, end to end: for each folder, `python -m train --data DIR`, then
 `python -m export --format all`, then held-out accuracy through `runtime.Predictor` with
-every exported model, images read from DIR/test/ by OpenCV (not by the training code); then
+every exported model, images read from DIR/test/ by the runtime's reader (as `python -m runtime` reads them); then
 the baselines of benchmarks/baselines.py on the same folder (an SVM and a logistic regression on
 our model's own crops; the Keras tutorial's approach for our train + export wall time), unless
 ``--no-baselines``. Prints a table and writes JSON.
@@ -44,15 +44,16 @@ def run(command: list[str], log: Path) -> float:
 
 
 def evaluate(model: Path, paths: list[Path], labels: list[str]) -> dict:
-    import cv2
-
     from runtime import Predictor
+    from runtime.images import BadImage, load
 
     predictor = Predictor(model)
     answers = []
     for path in paths:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # BGR, EXIF orientation applied
-        answers.append(predictor.predict(image).label if image is not None else None)
+        try:  # read as python -m runtime and the HTTP API read it
+            answers.append(predictor.predict(load(path)).label)
+        except BadImage:
+            answers.append(None)
     return {**scores(answers, labels), "unreadable": answers.count(None)}
 
 
