@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.formats import FAMILIES, check_name, exported
+from export.formats import FAMILIES, FORMATS, check_name, exported
 
 GOLDEN = "qat_test_predictions.npy"
 
@@ -94,7 +94,8 @@ def parity(args, qat_model, dataset, models: dict[str, Path]) -> int:
     problems = gate.failures(results)
     test_is_validation = dataset.test_is_validation
     where, every_where = describe_sets(dataset, test_is_validation)
-    payload = {"test_images": len(test), "test_set": where, "test_is_validation": test_is_validation,
+    payload = {"model": args.name, "test_images": len(test), "test_set": where,
+               "test_is_validation": test_is_validation,
                "agreement_images": len(every), "agreement_set": every_where,
                "reference": gate.REFERENCE, "formats": results,
                "int8_vs_float_per_class": gate.int8_vs_float(results),
@@ -175,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if args.check:
             models = exported(args.out, args.name)
+            if models and args.name is None:  # the one model whose files are there
+                fmt, path = next(iter(models.items()))
+                args.name = path.name.removesuffix(FORMATS[fmt].suffix)
         else:
             models = export(args, qat_model, dataset)
         code = parity(args, qat_model, dataset, models)

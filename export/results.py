@@ -6,6 +6,7 @@ command that made them.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ def load(path: Path) -> dict:
 def summary(out: Path) -> str:
     train, parity, bench = (load(out / name) for name in ("train_report.json", "parity.json", "bench.json"))
     latency = {m["model"]: m for m in bench.get("models", [])}
-    files = exported(out)
+    files = exported(out, parity.get("model"))  # the model the gate judged (parity.json names it)
     lines = ["| model | test accuracy | top-1 agreement with QAT | size KB | batch-1 latency, 1 thread (median) |",
              "| --- | --- | --- | --- | --- |"]
     if train:
@@ -55,7 +56,9 @@ def summary(out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    out = Path((argv or sys.argv[1:] or ["artifacts"])[0])
+    p = argparse.ArgumentParser(prog="python -m export.results", description=__doc__)
+    p.add_argument("out", type=Path, nargs="?", default=Path("artifacts"), help="default: artifacts")
+    out = p.parse_args(argv).out
     if not (out / "parity.json").is_file() and not (out / "train_report.json").is_file():
         print(f"error: no train_report.json or parity.json in {out}: run `make demo`", file=sys.stderr)
         return 2

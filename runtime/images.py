@@ -73,6 +73,9 @@ DECODE_BYTES_PER_PIXEL = 4
 WEBP_BYTES_PER_PIXEL = 16
 PYTHON_DECODER_SHARE = 16
 MAX_JPEG_SCANS = 64  # libjpeg's progressive scripts use 6-12; each scan is a pass over the coefficients
+MAX_JPEG_SEGMENTS = 512  # a phone's JPEG has 10-40 (APPn, DQT, DHT, ...); Pillow keeps every one in memory
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_CHUNKS, PNG_CHUNK_BYTES = 64, 1024  # at most 64 chunks + one a KB (encoders write 8-64 KB of pixels a chunk)
 BMP_RLE = (1, 2)  # BITMAPINFOHEADER compression: RLE8, RLE4
 EXIF_FORMATS = (*JPEG_FORMATS, "WEBP", "PNG")
 GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
@@ -161,13 +164,14 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS, channels: int | None = Non
     ``budget``: the pixels a batch has left."""
     if not data:
         raise BadImage(400, "empty (0 bytes): no image in it")
+    scans = check_structure(data)
     image = open_image(data, max_pixels)
     try:
         orientation = exif_orientation(image)
         width, height = image.size
         if orientation in SWAPPING_ORIENTATIONS:
             width, height = height, width
-        check_cost(image, data, (width, height), max_pixels)
+        check_cost(image, data, (width, height), max_pixels, scans)
         if budget is not None and width * height > budget:
             raise OverBudget(f"this one is {width}x{height}; {max(budget, 0):,} pixels were left")
         try:
@@ -215,18 +219,41 @@ def exif_orientation(image: Image.Image) -> int:
     if image.format not in EXIF_FORMATS:
         return 1
     try:
-        if image.format == "PNG":
-            exif = Image.Exif()
-            exif.load(image.info.get("exif") or b"")
-        else:
-            exif = image.getexif()
-        value = exif.get(ExifTags.Base.Orientation, 1)
+        with warnings.catch_warnings():  # a broken EXIF block warns once per tag: thousands of lines
+            warnings.simplefilter("ignore")
+            value = read_exif(image).get(ExifTags.Base.Orientation, 1)
     except Exception:  # a broken EXIF block does not make the picture unusable
         return 1
     return value if isinstance(value, int) and value in TRANSPOSE else 1
 
 
-def check_cost(image: Image.Image, data: bytes, size: tuple[int, int], max_pixels: int) -> None:
+def read_exif(image: Image.Image) -> Image.Exif:
+    if image.format != "PNG":
+        return image.getexif()
+    exif = Image.Exif()
+    exif.load(image.info.get("exif") or b"")
+    return exif
+
+
+def check_structure(data: bytes) -> int:
+    """Refuse, before Pillow reads a header, a PNG or JPEG made of more pieces than any encoder writes: Pillow
+    reads a PNG's chunks and a JPEG's segments one by one in Python, and keeps a JPEG's segments in memory.
+    Returns a JPEG's scans (0 for other formats)."""
+    if data.startswith(PNG_SIGNATURE):
+        limit = PNG_CHUNKS + len(data) // PNG_CHUNK_BYTES
+        if png_chunks(data, limit) > limit:
+            raise BadImage(413, f"PNG of {len(data):,} bytes in more than {limit:,} chunks; save it again")
+    elif data.startswith(b"\xff\xd8"):
+        scans, segments = jpeg_segments(data)
+        if scans > MAX_JPEG_SCANS:
+            raise BadImage(413, f"JPEG with more than {MAX_JPEG_SCANS} scans; save it again as a baseline JPEG")
+        if segments > MAX_JPEG_SEGMENTS:
+            raise BadImage(413, f"JPEG with more than {MAX_JPEG_SEGMENTS} segments; save it again")
+        return scans
+    return 0
+
+
+def check_cost(image: Image.Image, data: bytes, size: tuple[int, int], max_pixels: int, scans: int = 0) -> None:
     """Refuse, from the header, an image whose decoding would cost more than the limits allow."""
     width, height = size
     if width * height > max_pixels:  # before a single pixel is decoded, before draft()
@@ -241,14 +268,14 @@ def check_cost(image: Image.Image, data: bytes, size: tuple[int, int], max_pixel
         if width * height > limit:
             raise BadImage(413, f"RLE-compressed BMP of {width}x{height} pixels; the limit for compressed BMPs "
                                 f"is {limit:,} pixels (send it uncompressed, or as PNG)")
+        if len(data) > 2 * width * height + 4 * height + 65536:  # runs a pixel at most, one end of line a row
+            raise BadImage(413, f"RLE-compressed BMP of {len(data):,} bytes for {width}x{height} pixels: more "
+                                "than its pixels could need (send it uncompressed, or as PNG)")
     elif image.format == "WEBP" and WEBP_BYTES_PER_PIXEL * width * height > memory_budget:
         limit = memory_budget // WEBP_BYTES_PER_PIXEL
         raise BadImage(413, f"WebP of {width}x{height} pixels; the limit for WebP is {limit:,} pixels "
                             "(its decoder holds 16 bytes a pixel; send it as PNG or JPEG)")
     elif image.format in JPEG_FORMATS:
-        scans = jpeg_scans(data) if data.count(b"\xff\xda") > 1 else 1  # count(): an upper bound, fast
-        if scans > MAX_JPEG_SCANS:
-            raise BadImage(413, f"JPEG with {scans} scans; the limit is {MAX_JPEG_SCANS}")
         if image.info.get("progressive") or scans > 1:  # libjpeg keeps every coefficient until the last scan
             needed = jpeg_coefficient_bytes(image)
             if needed > memory_budget:
@@ -257,17 +284,19 @@ def check_cost(image: Image.Image, data: bytes, size: tuple[int, int], max_pixel
                                     f"{memory_budget // 6:,} pixels of 4:4:4 colour; send it as baseline JPEG)")
 
 
-def jpeg_scans(data: bytes) -> int:
-    """How many scans (SOS markers) the JPEG's main image has, walking its segments (an EXIF thumbnail
-    inside APP1 is skipped with its segment)."""
-    scans, position, end = 0, 2, len(data)
-    for _ in range(100_000):  # bounded: every turn moves forward
-        if position + 4 > end or data[position] != 0xFF:
-            break
-        marker = data[position + 1]
-        if marker == 0xFF:  # fill byte
-            position += 1
+def jpeg_segments(data: bytes) -> tuple[int, int]:
+    """How many scans (SOS markers) and other segments the JPEG's main image has, walking its segments as
+    libjpeg reads them (bytes between segments skipped to the next marker; an EXIF thumbnail inside APP1
+    is skipped with its segment). Stops counting past the limits: what matters is that they are passed."""
+    scans, segments, position, end = 0, 0, 2, len(data)
+    while position + 4 <= end and scans <= MAX_JPEG_SCANS and segments <= MAX_JPEG_SEGMENTS:
+        if data[position] != 0xFF or data[position + 1] in (0x00, 0xFF):  # junk, a stuffed byte or fill
+            found = JPEG_MARKER.search(data, position + 1)
+            if found is None:
+                break
+            position = found.start()
             continue
+        marker = data[position + 1]
         if marker == 0xD9:  # EOI
             break
         if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # no length
@@ -280,7 +309,18 @@ def jpeg_scans(data: bytes) -> int:
             if found is None:
                 break
             position = found.start()
-    return scans
+        else:
+            segments += 1
+    return scans, segments
+
+
+def png_chunks(data: bytes, limit: int) -> int:
+    """How many chunks a PNG has, counted up to ``limit`` + 1 (Pillow reads each in a Python loop)."""
+    chunks, position, end = 0, 8, len(data)
+    while position + 8 <= end and chunks <= limit:
+        position += 12 + int.from_bytes(data[position:position + 4], "big")
+        chunks += 1
+    return chunks
 
 
 def webp_lossy(data: bytes) -> bool:
@@ -290,7 +330,10 @@ def webp_lossy(data: bytes) -> bool:
         if position + 8 > len(data):
             break
         fourcc, size = data[position:position + 4], int.from_bytes(data[position + 4:position + 8], "little")
-        if fourcc in (b"VP8 ", b"VP8L", b"ANMF"):
+        if fourcc == b"ANMF":  # an animation's first frame: 16 bytes of its own, then its chunks
+            position += 8 + 16
+            continue
+        if fourcc in (b"VP8 ", b"VP8L"):
             return fourcc != b"VP8L"
         position += 8 + size + (size & 1)
     return True
@@ -335,13 +378,20 @@ def to_pixels(image: Image.Image, orientation: int = 1) -> np.ndarray:
 
 
 def eight_bit(image: Image.Image) -> Image.Image:
-    """16-bit and 32-bit gray as 8-bit "L": the high byte, as Pillow reads 16-bit colour (its convert("L")
-    would clip, not scale); float gray from 0-1 (or 0-255) to 0-255, rounded. Other modes as they are."""
+    """16-bit and 32-bit gray as 8-bit "L" ("LA" when a transparent gray level is set): the high byte, as
+    Pillow reads 16-bit colour (its convert("L") would clip, not scale); float gray from 0-1 (or 0-255) to
+    0-255, rounded. Other modes as they are."""
     if image.mode.startswith("I"):
-        values = np.asarray(image).astype(np.int64)
-        wide = image.mode != "I" or values.max(initial=0) > 255  # "I": 16-bit values, or 8-bit ones widened
-        pixels = np.clip(values, 0, 65535) >> 8 if wide else np.clip(values, 0, 255)
-        return Image.fromarray(pixels.astype(np.uint8), "L")
+        values = np.asarray(image)
+        if image.mode != "I" or values.max(initial=0) > 255:  # "I": 16-bit values, or 8-bit ones widened
+            pixels = (np.clip(values, 0, 65535) >> 8) if image.mode == "I" else values >> 8
+        else:
+            pixels = np.clip(values, 0, 255)
+        gray = Image.fromarray(pixels.astype(np.uint8), "L")
+        clear = image.info.get("transparency")
+        if isinstance(clear, int):  # tRNS: this gray level is transparent
+            gray.putalpha(Image.fromarray(np.where(values == clear, 0, 255).astype(np.uint8), "L"))
+        return gray
     if image.mode == "F":
         values = np.nan_to_num(np.asarray(image, np.float64))
         top = 1.0 if values.max(initial=0) <= 1.0 else 255.0

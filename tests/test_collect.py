@@ -275,6 +275,18 @@ def test_stored_images_are_about_as_large_as_the_uploads(tmp_path):
     assert count_images(tmp_path / "photo") == len(uploads)
 
 
+def test_an_upload_that_would_be_stored_many_times_larger_is_refused(tmp_path):
+    from PIL import Image
+
+    rows = np.random.default_rng(5).integers(0, 256, (6, 2000, 3), dtype=np.uint8)
+    buffer = io.BytesIO()  # six rows of noise, repeated: lossless WebP keeps them in 40 KB, PNG takes 12 MB
+    Image.fromarray(np.tile(rows, (333, 1, 1))).save(buffer, "WEBP", lossless=True)
+    with TestClient(create_app(ServeConfig(collect=str(tmp_path)))) as c:
+        refused = post(c, "rows", buffer.getvalue(), kind="image/webp")
+    assert refused.status_code == 413 and "times the" in refused.json()["detail"]
+    assert count_images(tmp_path / "rows") == 0
+
+
 def test_the_collected_bytes_have_a_budget(tmp_path, monkeypatch):
     from runtime.serve import service
 

@@ -213,3 +213,43 @@ def test_gray_without_opencv_is_opencv_s_gray(monkeypatch):
     bgr = np.stack([every >> 16, (every >> 8) & 255, every & 255], -1).astype(np.uint8).reshape(4096, 4096, 3)
     monkeypatch.setattr(pixels, "cv2", None)
     assert np.array_equal(pixels.to_gray(bgr), cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
+
+
+def encoded(image: Image.Image, kind: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, kind, **options)
+    return buffer.getvalue()
+
+
+def test_files_of_more_pieces_than_any_encoder_writes_are_refused_before_pillow_reads_them():
+    """Pillow reads a PNG's chunks and a JPEG's segments in a Python loop (and keeps JPEG segments): a small file
+    of many empty ones costs seconds and gigabytes; libjpeg skips junk before a marker, so counting must too."""
+    jpeg = encoded(Image.new("RGB", (64, 48), (90, 120, 150)), "JPEG")
+    spam = jpeg[:2] + b"\xff\xfe\x00\x02" * 600 + jpeg[2:]  # 600 empty comment segments
+    with pytest.raises(images.BadImage, match="segments"):
+        images.decode(spam)
+    scans = b"\xff\xd8" + b"\x00" + (b"\xff\xda\x00\x02" + b"\x11" * 4) * 100 + b"\xff\xd9"  # junk, then 100 scans
+    assert images.jpeg_segments(scans)[0] > images.MAX_JPEG_SCANS
+    with pytest.raises(images.BadImage, match="scans"):
+        images.decode(scans)
+    png = encoded(Image.new("L", (64, 48), 90), "PNG")
+    empty = b"\x00\x00\x00\x00abCd" + (0x7C5A4C0F).to_bytes(4, "big")  # an empty ancillary chunk
+    with pytest.raises(images.BadImage, match="chunks"):
+        images.decode(png[:33] + empty * 200 + png[33:])
+    assert images.decode(jpeg).pixels.shape == (48, 64, 3) and images.decode(png).pixels.shape == (48, 64)
+
+
+def test_an_rle_bmp_larger_than_its_pixels_could_need_is_refused():
+    header = bytearray(encoded(Image.new("P", (100, 100), 3), "BMP"))
+    header[30:34] = (1).to_bytes(4, "little")  # BI_RLE8
+    body = b"\x00\x00" * 100_000 + b"\x00\x01"  # end-of-line escapes only: no pixel, much work
+    data = bytes(header[:int.from_bytes(header[10:14], "little")]) + body
+    with pytest.raises(images.BadImage, match="more than its pixels could need"):
+        images.decode(data)
+
+
+def test_a_transparent_gray_level_of_a_16_bit_png_is_white():
+    gray = (np.arange(40 * 30).reshape(40, 30) % 200 * 300).astype(np.uint16)
+    gray[:5] = 51400
+    pixels = images.decode(encoded(Image.fromarray(gray), "PNG", transparency=51400)).pixels
+    assert pixels.ndim == 2 and (pixels[:5] == 255).all() and np.array_equal(pixels[5:], gray[5:] >> 8)

@@ -129,7 +129,7 @@ def gate(tmp_path, monkeypatch, data: ImageFolder, int8_wrong: set[int]) -> tupl
     (tmp_path / "qat_model.h5").write_bytes(b"qat")
     (tmp_path / "fashion_int8.tflite").write_bytes(b"int8")
     qat = SimpleNamespace(predict=lambda batch, batch_size, verbose: one_hot(numbers(batch) % 3))
-    args = SimpleNamespace(out=tmp_path, model=tmp_path / "qat_model.h5")
+    args = SimpleNamespace(out=tmp_path, model=tmp_path / "qat_model.h5", name="fashion")
     code = run_gate(args, qat, data, {"tflite-int8": tmp_path / "fashion_int8.tflite"})
     return code, json.loads((tmp_path / "parity.json").read_text()), str(data.source)
 

@@ -33,11 +33,17 @@ from pathlib import Path
 import numpy as np
 
 from runtime import Contract, Predictor
-from simulator import camera_sim
 from runtime.files import write_json
 from runtime.preprocess import prepare, resize, to_gray
 from train import data as fmnist
 from train.report import confusion_matrix, plot_confusion
+
+try:
+    from simulator import camera_sim
+except ImportError:  # installed from the wheel: the simulator stays in the source tree
+    print("error: python -m train.camera_eval renders its frames with the desk simulator (simulator/), which "
+          "comes with the source tree, not the wheel: run it from a clone of the repository", file=sys.stderr)
+    raise SystemExit(2) from None
 
 VARIANTS = camera_sim.SCENES
 CONFIDENT = 0.5  # an answer the demo and the page show as a label (below: "not sure")

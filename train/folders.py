@@ -243,7 +243,8 @@ def load_folder(root: str | Path, *, image_size: int | None = None, color: str |
             for path in paths:
                 relative = path.relative_to(root).as_posix()
                 try:
-                    data = read_file(path)
+                    real = resolved(path, top)  # read where the link pointed when checked, not a swapped link
+                    data = read_file(real)
                     pixels = decode(data).pixels
                 except Exception as e:  # noqa: BLE001 - any unusable file is skipped, never fatal
                     skipped.append((relative, str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"))
@@ -252,7 +253,7 @@ def load_folder(root: str | Path, *, image_size: int | None = None, color: str |
                 digest.update(os.fsencode(nfc(relative)) + b"\0" + hashlib.sha256(data).digest())
                 keep = cached + pixels.nbytes <= CACHE_BYTES
                 cached += pixels.nbytes if keep else 0
-                found[split].append(Found(path, index, min(pixels.shape[:2]), is_gray(pixels),
+                found[split].append(Found(real, index, min(pixels.shape[:2]), is_gray(pixels),
                                           pixels if keep else None))
     if skipped:
         names = ", ".join(f"{p} ({r})" for p, r in skipped[:SHOW_SKIPPED])

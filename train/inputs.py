@@ -57,7 +57,6 @@ def make_splits(dataset: Dataset, config: TrainConfig, cache_dir: Path | None = 
 
     ``dataset``: Fashion-MNIST or a folder (``train.datasets.Dataset``). With
     ``config.camera_frames`` the camera crops are rendered (or read from ``cache_dir``)."""
-    from train.camera_crops import camera_views
     from train.folders import oversampling
 
     as_input = dataset.contract.model_input
@@ -80,6 +79,8 @@ def make_splits(dataset: Dataset, config: TrainConfig, cache_dir: Path | None = 
         x_test, y_test = as_input(dataset.test_images), dataset.test_labels
     x_camera = None
     if config.camera_frames:
+        from train.camera_crops import camera_views  # the desk simulator: a clone's, not the wheel's
+
         x_camera = as_input(camera_views(dataset.train_images[train_idx], dataset.contract, config.camera_frames,
                                          config.seed, cache_dir))
     return Splits(

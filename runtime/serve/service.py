@@ -14,6 +14,7 @@ import ctypes.util
 import dataclasses
 import errno
 import functools
+import io
 import logging
 import shutil
 from collections.abc import Callable
@@ -42,6 +43,7 @@ DEFAULT_TOP_K = 3  # or every label, for a model with fewer
 JPEG_QUALITY = 92  # a lossy upload stored again: about its own size, for a phone's or a browser's JPEG
 STORED_TTL = 2.0  # seconds between counts of the collect folder's bytes
 MIN_FREE_BYTES = 256 << 20  # collect refuses (507) to leave the disk with less free than this
+STORED_PER_UPLOADED, STORED_SLACK = 4, 64 << 10  # a collected image is stored in at most 4x its upload + 64 KB
 
 
 class Service:
@@ -112,8 +114,13 @@ class Service:
             lossy = decoded.lossy
             kind, suffix, options = ("JPEG", ".jpg", {"quality": JPEG_QUALITY}) if lossy else ("PNG", ".png", {})
             path = collecting.new_image_path(folder, label, count + 1, unique=True, suffix=suffix)
+            encoded = io.BytesIO()
+            image.save(encoded, kind, **options)
+            if encoded.tell() > STORED_PER_UPLOADED * len(data) + STORED_SLACK:
+                raise BadUpload(f"stored as {kind} this image would take {encoded.tell():,} bytes, more than "
+                                f"{STORED_PER_UPLOADED} times the {len(data):,} sent; send it as {kind}", 413)
             with atomic_path(path) as tmp:
-                image.save(tmp, kind, **options)
+                tmp.write_bytes(encoded.getvalue())
             self.stored = (self.stored[0] + path.stat().st_size, self.stored[1])
             count = collecting.count_images(folder)
         except OSError as e:  # a full disk, a read-only folder, a file in the way
