@@ -1,0 +1,156 @@
+"""The server under the second red team's attacks, on real ``python -m runtime.serve`` processes:
+pipelined requests piling up behind an unread answer. And, in this process, the connection guards
+that answer them, with either HTTP parser.
+
+Traffic goes to 127.0.0.1 only; every loop is bounded by a count or a deadline.
+"""
+
+import asyncio
+import re
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+import httpx  # noqa: E402
+import uvicorn  # noqa: E402
+
+from runtime.serve import guards, protocols  # noqa: E402
+
+PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x00\x00\x00\x00:~\x9bU\x00\x00\x00"
+       b"\nIDATx\x9cc`\x00\x00\x00\x02\x00\x01H\xaf\xa4q\x00\x00\x00\x00IEND\xaeB`\x82")  # 1x1 gray
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def refused(url: str) -> dict[str, float]:
+    """fashion_edge_refused_connections_total by reason."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return {reason: float(n) for reason, n in re.findall(r'refused_connections_total\{reason="(\w+)"\} (\S+)', text)}
+
+
+def classify(url: str) -> int:
+    """A real request on a fresh connection: its status (0 when the connection was refused or reset)."""
+    try:
+        return httpx.post(f"{url}/v1/classify", content=PNG, headers={"Content-Type": "image/png"},
+                          timeout=10).status_code
+    except httpx.TransportError:
+        return 0
+
+
+def healthz(url: str) -> int:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=10).status_code
+    except httpx.TransportError:
+        return 0
+
+
+def non_reader(port: int) -> socket.socket:
+    """A connection that will never read what it is sent (a small receive buffer fills soon)."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", port))
+    s.setblocking(False)
+    return s
+
+
+def pump(sockets: list[socket.socket], chunk: bytes, seconds: float, pause: float = 0.05) -> int:
+    """Send ``chunk`` on every socket, again and again, for ``seconds``, as far as each takes it."""
+    sent, deadline = 0, time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for s in sockets:
+            try:
+                sent += s.send(chunk)
+            except OSError:  # full (the server reads no more of it), or closed by the server
+                pass
+        time.sleep(pause)
+    return sent
+
+
+def rss_mb(pid: int) -> float:
+    return int(Path(f"/proc/{pid}/status").read_text().split("VmRSS:")[1].split()[0]) / 1024
+
+
+# --- 2. pipelined requests behind an unread answer ---------------------------------------------------
+
+def test_pipelined_requests_do_not_pile_up_in_memory(start_server):
+    """40 sockets send 256 KB of pipelined GETs and never read: half at once, half in 4 KB pieces
+    (under the cap of what may wait unparsed). Without a bound every request was parsed and queued
+    (about 2 KB each: a worker grew by 10 MB a socket, and kept it after they closed)."""
+    url, process = start_server("--write-timeout", "3")
+    port = port_of(url)
+    before = rss_mb(process.pid)
+    request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    blob = request * (256 * 1024 // len(request))
+    blasters, tricklers = [non_reader(port) for _ in range(20)], [non_reader(port) for _ in range(20)]
+    try:
+        sent = pump(blasters, blob, seconds=0.5)
+        sent += pump(tricklers, request * (4096 // len(request)), seconds=4)
+        during = rss_mb(process.pid)
+        statuses = [healthz(url), classify(url)]
+    finally:
+        for s in blasters + tricklers:
+            s.close()
+    time.sleep(1)
+    after = rss_mb(process.pid)
+    assert sent > 2_000_000  # the attack was sent (the server took it into its kernel buffers, at least)
+    assert during - before < 60 and after - before < 60, (before, during, after)
+    assert statuses == [200, 200]
+
+
+PROTOCOLS = [pytest.param(protocols.GuardedHttpToolsProtocol, id="httptools"),
+             pytest.param(protocols.GuardedH11Protocol, id="h11")]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_guards_hold_pipelined_requests_and_time_out_unread_answers(protocol, monkeypatch):
+    """With either parser: pipelined requests are answered in order, one parsed at a time; a client
+    that stops reading a large answer is closed after the write timeout, and its request ends."""
+    limits = guards.ConnectionLimits(header_timeout=5, max_header_bytes=4096, max_connections=100, write_timeout=0.5)
+    monkeypatch.setattr(guards, "connection_limits", lambda: limits)
+    parsed, ended = [], []
+
+    async def app(scope, receive, send):
+        parsed.append(scope["path"])
+        size = 4_000_000 if scope["path"] == "/big" else 2
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % size)]})
+        for _ in range(size // 100_000 or 1):
+            await send({"type": "http.response.body", "body": b"x" * min(size, 100_000), "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        ended.append(scope["path"])
+
+    async def scenario():
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, http=protocol, ws="none", lifespan="off",
+                                log_config=None, log_level="error")
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(40)))
+        pipelined = b""
+        while pipelined.count(b"HTTP/1.1 200") < 40:
+            pipelined += await asyncio.wait_for(reader.read(65536), 5)
+        writer.close()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        sock.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")  # and never read
+        started = time.monotonic()
+        while "/big" not in ended and time.monotonic() - started < 5:
+            await asyncio.sleep(0.05)
+        seconds = time.monotonic() - started
+        sock.close()
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+        return pipelined, seconds
+
+    pipelined, seconds = asyncio.run(scenario())
+    assert parsed[:40] == [f"/{i}" for i in range(40)] and pipelined.count(b"HTTP/1.1 200") == 40
+    assert "/big" in ended and 0.4 < seconds < 3, seconds
