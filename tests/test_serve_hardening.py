@@ -23,7 +23,7 @@ import httpx  # noqa: E402
 import uvicorn  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-from runtime.serve import ServeConfig, create_app, guards  # noqa: E402
+from runtime.serve import ServeConfig, create_app, guards, protocols  # noqa: E402
 from runtime.serve.__main__ import parse_args  # noqa: E402
 from runtime.serve.config import TokenError, check_token, read_token_file  # noqa: E402
 from runtime.serve.middleware import ConcurrencyLimit, HostGuard, allowed_hosts_for  # noqa: E402
@@ -214,7 +214,7 @@ def test_concurrency_limit_counts_requests_and_always_answers_healthz():
 
 def test_the_guards_check_uvicorns_classes_once_and_name_the_tested_version():
     """Another uvicorn, whose protocol classes lack what the guards use, stops the server at start
-    (the import of runtime.serve.guards) saying which uvicorn they were tested with; the serve extra
+    (the import of runtime.serve.protocols) saying which uvicorn they were tested with; the serve extra
     allows that minor series only, and it is the one installed."""
     class Changed:  # a protocol of another uvicorn: no on_body(), its __init__ sets no .pipeline
         def __init__(self):
@@ -232,8 +232,8 @@ def test_the_guards_check_uvicorns_classes_once_and_name_the_tested_version():
     assert uvicorn.__version__.startswith(guards.TESTED_UVICORN + ".")
 
 
-PROTOCOLS = [pytest.param(guards.GuardedHttpToolsProtocol, id="httptools"),
-             pytest.param(guards.GuardedH11Protocol, id="h11")]
+PROTOCOLS = [pytest.param(protocols.GuardedHttpToolsProtocol, id="httptools"),
+             pytest.param(protocols.GuardedH11Protocol, id="h11")]
 
 
 async def echo_length(scope, receive, send):

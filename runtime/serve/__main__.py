@@ -46,12 +46,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "from the previous answer; then the socket is closed")
     p.add_argument("--max-header-bytes", type=int, default=d.max_header_bytes,
                    help="largest request line and headers, bytes; beyond it 431")
+    p.add_argument("--write-timeout", type=float, default=d.write_timeout,
+                   help="seconds an answer may wait for its client to take its bytes (the socket's buffer full); "
+                        "then the socket is closed")
     p.add_argument("--max-concurrent", type=int, default=d.max_concurrent,
-                   help="per worker: requests in progress at once; beyond it 503 with Retry-After (/healthz is "
-                        "always answered)")
+                   help="per worker: requests in progress at once, each from its complete body to the start of its "
+                        "answer; beyond it 503 with Retry-After (/healthz is always answered)")
     p.add_argument("--max-connections", type=int, default=d.max_connections,
-                   help="per worker: open sockets; at the limit the socket that has waited longest for a request is "
-                        "closed to make room, so idle sockets cannot lock clients out")
+                   help="per worker: open sockets; at the limit the socket that has waited longest for a request "
+                        "(or for its client to read) is closed to make room, so idle sockets cannot lock clients out")
     p.add_argument("--cors-origin", action="append", default=[],
                    help="allow browser pages from this origin (repeatable; default: no CORS)")
     p.add_argument("--ssl-certfile", help="serve HTTPS (phones only give a page the camera over HTTPS)")
@@ -73,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.max_batch_pixels is not None and args.max_batch_pixels < args.max_pixels:
         p.error("--max-batch-pixels must be at least --max-pixels (one image)")
-    for name in ("body_timeout", "header_timeout"):
+    for name in ("body_timeout", "header_timeout", "write_timeout"):
         if not getattr(args, name) > 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
     if args.max_header_bytes < 1024:
@@ -128,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         import uvicorn
 
         from runtime.predictor import Predictor
-        from runtime.serve import guards
+        from runtime.serve import protocols
         from runtime.serve.config import CONFIG_ENV, ServeConfig
     except ImportError as e:
         print(f"error: the server needs the serve extra: pip install 'fashion-edge[serve]' ({e})", file=sys.stderr)
@@ -141,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                          allowed_hosts=args.allowed_hosts, allow_ip_hosts=args.allow_ip_hosts,
                          max_concurrent=args.max_concurrent, header_timeout=args.header_timeout,
                          max_header_bytes=args.max_header_bytes, max_connections=args.max_connections,
+                         write_timeout=args.write_timeout,
                          max_batch_pixels=args.max_batch_pixels, collect=args.collect,
                          collect_max=args.collect_max, collect_max_labels=args.collect_max_labels,
                          collect_max_bytes=args.collect_max_bytes)
@@ -169,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"collecting: POST /v1/collect saves images in {args.collect}/LABEL/", flush=True)
     try:
         uvicorn.run("runtime.serve.app:app_from_env", factory=True, host=args.host, port=args.port,
-                    workers=args.workers, http=guards.PROTOCOL, ws="none",
+                    workers=args.workers, http=protocols.PROTOCOL, ws="none",
                     h11_max_incomplete_event_size=args.max_header_bytes, timeout_keep_alive=5,
                     timeout_graceful_shutdown=5, access_log=args.access_log, server_header=False,
                     ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile, log_level="info")

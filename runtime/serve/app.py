@@ -8,7 +8,8 @@ This module only assembles the app. The rooms, in the order a request meets them
 
 - ``add_middleware`` (here): the request guards of ``middleware.py`` (Host, cross-site posts,
   requests in progress), Prometheus counting and timing of every request (``metrics.py``), CORS
-  when asked for. Before them, on the socket, the connection guards of ``guards.py``.
+  when asked for. Before them, on the socket, the connection guards of ``guards.py``, in uvicorn's
+  protocols (``protocols.py``).
 - ``routes.py``: /v1 (behind ``authorize`` when a token is set), /healthz, /metrics, the page; it
   parses the query, reads the upload (``uploads.py``), hands the work to the service's queue and
   answers the service's refusals (``errors.py``) with their HTTP status. ``openapi.py``: the schema.

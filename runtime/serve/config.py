@@ -33,11 +33,12 @@ class ServeConfig:
     # always sets them from --host and --allowed-host (runtime.serve.middleware.allowed_hosts_for).
     allowed_hosts: tuple[str, ...] = field(default_factory=tuple)
     allow_ip_hosts: bool = False  # any IP-literal Host too (a 0.0.0.0 or :: bind)
-    max_concurrent: int = 64  # requests in progress per worker; 503 beyond (/healthz always answered)
-    # Read by the connection protocol (runtime.serve.guards), not the app:
+    max_concurrent: int = 64  # requests in progress per worker (complete body to answer); 503 beyond
+    # Read by the connection guards (runtime.serve.guards), not the app:
     header_timeout: float = 10.0  # seconds to receive a request's line and headers
     max_header_bytes: int = 32 * 1024  # request line and headers; 431 beyond
     max_connections: int = 512  # open sockets per worker; the one idle longest is closed to make room
+    write_timeout: float = 10.0  # seconds an answer may wait for its client to read (writing paused); then closed
     # Pixels (as declared by the headers) that the images of one batch may add up to; None: 4 x max_pixels.
     max_batch_pixels: int | None = None
     # POST /v1/collect saves uploads as training images in collect/LABEL/ (None: no such route, 404)

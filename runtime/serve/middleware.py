@@ -1,7 +1,7 @@
 """The request guards: ASGI middleware, added by ``runtime.serve.app.add_middleware``.
 
-- ``ConcurrencyLimit``: at most N requests in progress per worker, 503 beyond; /healthz is
-  always answered.
+- ``ConcurrencyLimit``: at most N requests in progress per worker (from a complete body to the
+  start of the answer), 503 beyond; /healthz is always answered.
 - ``HostGuard``: the Host header must name this server (DNS rebinding); 400 otherwise.
   ``allowed_hosts_for`` says which names a server bound to an address answers to.
 - ``CrossSiteGuard``: a POST (or any unsafe method) from another site's page is refused with
@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from starlette.responses import JSONResponse
+
+from runtime.serve.errors import Busy
 
 # --- Host and Origin --------------------------------------------------------------------------------
 
@@ -187,27 +189,74 @@ class CrossSiteGuard:
 
 # --- requests in progress ---------------------------------------------------------------------------
 
+class SlotsFull(Busy):
+    """Raised from ``receive`` when a request's body has arrived and every slot is taken."""
+
+
 class ConcurrencyLimit:
     """At most ``limit`` requests in progress in this worker; beyond it 503 with ``Retry-After``.
 
-    Counts requests (what costs memory and CPU), not sockets: an idle socket holds nothing here.
-    ``exempt`` paths (the liveness probe) are always answered."""
+    Counts the work (what costs memory and CPU), not sockets: a request takes its slot once its
+    body has arrived (a request without a body at once), and gives it back when its answer starts.
+    So neither a slow upload (bounded by its own limits: the body timeout, the bodies' byte budget)
+    nor a client that does not read its answer (the connection guards' write timeout) holds a slot.
+    A body that arrives when every slot is taken gets the 503 (``SlotsFull``, a ``Busy`` the app or
+    this middleware answers). ``exempt`` paths (the liveness probe) are always answered."""
 
     def __init__(self, app, limit: int, exempt: Iterable[str] = ("/healthz",)):
         self.app = app
         self.limit = limit
         self.exempt = frozenset(exempt)
         self.active = 0
+        self.detail = f"the server is busy ({limit} requests in progress); retry in a moment"
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"] in self.exempt:
             return await self.app(scope, receive, send)
-        if self.active >= self.limit:
-            detail = f"the server is busy ({self.limit} requests in progress); retry in a moment"
-            response = JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
-            return await response(scope, receive, send)
-        self.active += 1
+        held = False  # this request's slot
+        started = False
+
+        def take() -> None:
+            nonlocal held
+            if self.active >= self.limit:
+                raise SlotsFull(self.detail)
+            self.active += 1
+            held = True
+
+        async def receive_body():
+            message = await receive()
+            if not held and message["type"] == "http.request" and not message.get("more_body", False):
+                take()  # the whole body is here: the work may begin
+            return message
+
+        async def send_answer(message):
+            nonlocal held, started
+            if message["type"] == "http.response.start":
+                started = True
+                if held:  # the work is done: what is left is writing, bounded by the write timeout
+                    held = False
+                    self.active -= 1
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            if has_body(scope):
+                await self.app(scope, receive_body, send_answer)
+            else:
+                take()
+                await self.app(scope, receive, send_answer)
+        except SlotsFull:
+            if started:
+                raise
+            response = JSONResponse({"detail": self.detail}, status_code=503, headers={"Retry-After": "1"})
+            await response(scope, receive, send)
         finally:
-            self.active -= 1
+            if held:
+                self.active -= 1
+
+
+def has_body(scope) -> bool:
+    """Whether the request comes with a body (a Content-Length other than 0, or a Transfer-Encoding)."""
+    for key, value in scope["headers"]:
+        if key == b"transfer-encoding" or (key == b"content-length" and value.strip(b"0 ")):
+            return True
+    return False
