@@ -47,12 +47,6 @@ def chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def jpeg_of(image: Image.Image) -> bytes:
-    out = io.BytesIO()
-    image.save(out, "JPEG")
-    return out.getvalue()
-
-
 def flat_png(width: int, height: int, value: int = 0) -> bytes:
     """A valid gray PNG of one value: a few KB however many pixels it has."""
     raw = (b"\0" + bytes([value]) * width) * height
@@ -285,8 +279,8 @@ def test_roi_on_large_rotated_and_shrunk_images_is_in_upload_pixels(client):
 # --- 3. off the event loop, in a bounded queue ------------------------------------------------------
 
 def test_the_event_loop_keeps_serving_while_an_upload_is_decoded(monkeypatch):
-    """A slow classification (here: 0.6 s of blocking work) must not delay /healthz: every upload but
-    a tiny PNG (test_tiny_pngs_...) is decoded in the worker thread."""
+    """A slow classification (here: 0.6 s of blocking work) must not delay /healthz: every upload,
+    however small, is decoded in the worker thread."""
     import httpx
 
     app = create_app(ServeConfig())
@@ -298,7 +292,7 @@ def test_the_event_loop_keeps_serving_while_an_upload_is_decoded(monkeypatch):
         return original(*args)
 
     monkeypatch.setattr(service, "classify_bytes", slow)
-    png = flat_png(100, 100, 100)  # not tiny: decoded in the worker thread
+    png = flat_png(28, 28, 100)
 
     async def scenario():
         transport = httpx.ASGITransport(app=app)
@@ -333,7 +327,7 @@ def test_a_full_queue_answers_503_with_retry_after_at_once(monkeypatch):
         return original(*args)
 
     monkeypatch.setattr(service, "classify_bytes", blocked)
-    png = flat_png(100, 100, 100)  # not tiny: decoded in the worker thread
+    png = flat_png(28, 28, 100)
 
     async def scenario():
         transport = httpx.ASGITransport(app=app)
@@ -353,61 +347,6 @@ def test_a_full_queue_answers_503_with_retry_after_at_once(monkeypatch):
     assert busy.status_code == 503 and busy.headers["retry-after"] == "1" and "busy" in busy.json()["detail"]
     assert waited < 0.2  # at once, not after the queue
     assert first == second == 200  # the queued ones are served
-
-
-def test_tiny_pngs_are_classified_on_the_event_loop_when_nothing_waits(monkeypatch):
-    """A plain PNG of at most 64x64 pixels and 16 KB costs far less than the hop to the work thread and
-    back: it is classified on the event loop, unless work is running or waiting (then it queues).
-    Anything else goes to the work thread: larger images, other formats, a PNG with chunks Pillow
-    inflates (compressed text, colour profiles), any image with a slow model."""
-    import httpx
-
-    from runtime.serve.service import Service, inference_seconds
-
-    app = create_app(ServeConfig())
-    service: Service = app.state.service
-    tiny = flat_png(28, 28, 100)
-    texted = tiny[:-12] + chunk(b"zTXt", b"k\0\0" + zlib.compress(b"x" * 100_000)) + tiny[-12:]
-    assert service.quick_model and service.tiny(tiny) and service.tiny(flat_png(64, 64))
-    for other in (flat_png(65, 64), texted, tiny[:-12] + chunk(b"iCCP", b"p\0\0" + zlib.compress(b"x")) + tiny[-12:],
-                  tiny + b"\0" * 16 * 1024, jpeg_of(Image.new("L", (28, 28))), b"\x89PNG\r\n\x1a\n"):
-        assert not service.tiny(other)
-
-    class SlowModel:
-        contract = service.contract
-
-        def predict(self, pixels):
-            time.sleep(0.05)
-
-    assert inference_seconds(SlowModel()) > 0.04 and inference_seconds(service.predictor) < 0.002
-    threads, gate = [], threading.Event()
-    original = service.classify_bytes
-
-    def noting(data, *args):
-        threads.append(threading.current_thread().name)
-        if len(data) > 100 and not service.tiny(data):
-            gate.wait(5)
-        return original(data, *args)
-
-    monkeypatch.setattr(service, "classify_bytes", noting)
-
-    async def scenario():
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as http:
-            def post(png):
-                return http.post("/v1/classify", content=png, headers={"Content-Type": "image/png"})
-
-            alone = await post(tiny)
-            held = asyncio.ensure_future(post(flat_png(100, 100, 100)))
-            await asyncio.sleep(0.1)  # in the work thread, held at the gate
-            queued = asyncio.ensure_future(post(tiny))
-            await asyncio.sleep(0.1)
-            waiting = not queued.done()
-            gate.set()
-            return [alone.status_code, (await held).status_code, (await queued).status_code], waiting
-
-    statuses, waiting = asyncio.run(scenario())
-    assert statuses == [200, 200, 200] and waiting
-    assert threads == [threading.current_thread().name, "decode-0", "decode-0"]
 
 
 def test_work_queue_bounds_waiting_bytes():

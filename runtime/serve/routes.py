@@ -86,7 +86,7 @@ async def classify(request: Request) -> JSONResponse:
     top_k, roi = parse_top_k(request, service), parse_roi(request)
     images = await read_images(request, service, batch=False)
     work = functools.partial(service.classify_bytes, images[0], top_k, roi, perf_counter())
-    return JSONResponse(await service.work.run(len(images[0]), work, tiny=service.tiny(images[0])))
+    return JSONResponse(await service.work.run(len(images[0]), work))
 
 
 async def classify_batch(request: Request) -> JSONResponse:

@@ -26,7 +26,7 @@ from PIL import Image
 
 from runtime import collect as collecting
 from runtime.files import atomic_path
-from runtime.images import PNG_SIGNATURE, BadImage, Decoded, OverBudget, decode
+from runtime.images import BadImage, Decoded, OverBudget, decode
 from runtime.predictor import Prediction, Predictor, is_model_pixels
 from runtime.preprocess import Prepared, prepare
 from runtime.roi import Roi
@@ -44,15 +44,6 @@ JPEG_QUALITY = 92  # a lossy upload stored again: about its own size, for a phon
 STORED_TTL = 2.0  # seconds between counts of the collect folder's bytes
 MIN_FREE_BYTES = 256 << 20  # collect refuses (507) to leave the disk with less free than this
 STORED_PER_UPLOADED, STORED_SLACK = 4, 64 << 10  # a collected image is stored in at most 4x its upload + 64 KB
-# Tiny uploads are classified on the event loop (WorkQueue.run's ``tiny``): a plain PNG of at most
-# TINY_PIXELS and TINY_BYTES (decoded in about 0.05 ms), with a model whose one inference took at most
-# TINY_MODEL_SECONDS at start.
-TINY_PIXELS = 64 * 64
-TINY_BYTES = 16 * 1024
-TINY_MODEL_SECONDS = 0.002
-# chunks that cost nothing to read (no compressed text or colour profile, which Pillow inflates)
-PLAIN_PNG_CHUNKS = frozenset((b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"IEND", b"gAMA", b"cHRM", b"sRGB", b"sBIT",
-                              b"pHYs", b"bKGD", b"tIME"))
 
 
 class Service:
@@ -76,14 +67,6 @@ class Service:
         # at most --max-concurrent requests wait (the same bound as the middleware's), within a body budget
         self.work = WorkQueue(WORK_THREADS, config.max_concurrent, QUEUE_BODIES * config.max_bytes)
         self.stored = (0, -float("inf"))  # the collect folder's bytes, and when they were counted
-        self.quick_model = inference_seconds(self.predictor) <= TINY_MODEL_SECONDS
-
-    def tiny(self, data: bytes) -> bool:
-        """Whether classifying ``data`` costs well under a millisecond, judged from its bytes alone: a
-        plain PNG (``plain_png_pixels``) of at most TINY_PIXELS and TINY_BYTES, with a quick model.
-        Such work may run on the event loop: the hop to the work thread and back cost more (the GIL
-        passed between the two threads, each waiting up to the switch interval under load)."""
-        return self.quick_model and len(data) <= TINY_BYTES and 0 < plain_png_pixels(data) <= TINY_PIXELS
 
     def metadata(self) -> dict:
         """GET /v1/model: the embedded metadata as it is, the file name, and the contract in one
@@ -228,32 +211,6 @@ class Service:
                 "top_k": [{"label": label, "confidence": round(p, 6)} for label, p in prediction.top_k(top_k)],
                 "object_found": prediction.object_found, "box": box, "model": self.model,
                 "latency_ms": elapsed_ms(started)}
-
-
-def plain_png_pixels(data: bytes) -> int:
-    """The pixels a PNG declares, if every chunk of it is one of PLAIN_PNG_CHUNKS; else 0."""
-    if not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
-        return 0
-    at = len(PNG_SIGNATURE)
-    while at + 8 <= len(data):
-        if data[at + 4:at + 8] not in PLAIN_PNG_CHUNKS:
-            return 0
-        at += 12 + int.from_bytes(data[at:at + 4], "big")
-    return int.from_bytes(data[16:20], "big") * int.from_bytes(data[20:24], "big")
-
-
-def inference_seconds(predictor: Predictor) -> float:
-    """The fastest of a few inferences of a blank model-sized image (the first one warms up)."""
-    h, w, c = predictor.contract.image_shape
-    blank = np.zeros((h, w) if c == 1 else (h, w, c), np.uint8)
-    best = float("inf")
-    for _ in range(4):
-        started = perf_counter()
-        predictor.predict(blank)
-        best = min(best, perf_counter() - started)
-        if best > 10 * TINY_MODEL_SECONDS:  # a slow model: no need to time it again
-            break
-    return best
 
 
 def cannot_save(label: str, error: OSError) -> CannotSave:

@@ -40,16 +40,9 @@ class WorkQueue:
                              or self.pending_bytes + size > self.max_bytes):
             raise Busy(f"busy: {self.pending} requests are being decoded or waiting; try again shortly")
 
-    async def run(self, size: int, work: Callable[[], T], tiny: bool = False) -> T:
-        """``work()`` in a worker thread when its turn comes; the event loop serves others meanwhile.
-
-        ``tiny`` work (well under a millisecond, the caller vouches) runs here and now when nothing
-        is running or waiting: its hop to the thread and back cost more than the work, and under
-        load each hop waited for the GIL (up to the 5 ms switch interval, see ``Service.tiny``).
-        With work pending it takes its turn like any other (first come, first served)."""
+    async def run(self, size: int, work: Callable[[], T]) -> T:
+        """``work()`` in a worker thread when its turn comes; the event loop serves others meanwhile."""
         self.check(size)
-        if tiny and not self.pending:
-            return work()
         if not self.workers:  # started in the process (the uvicorn worker) that uses them
             self.workers = [threading.Thread(target=self._serve, name=f"decode-{i}", daemon=True)
                             for i in range(self.threads)]
