@@ -121,7 +121,7 @@ class Service:
                                 f"{STORED_PER_UPLOADED} times the {len(data):,} sent; send it as {kind}", 413)
             with atomic_path(path) as tmp:
                 tmp.write_bytes(encoded.getvalue())
-            self.stored = (self.stored[0] + path.stat().st_size, self.stored[1])
+            self.stored = (self.stored[0] + encoded.tell(), self.stored[1])
             count = collecting.count_images(folder)
         except OSError as e:  # a full disk, a read-only folder, a file in the way
             raise cannot_save(label, e) from None
