@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.formats import FAMILIES, FORMATS, check_name, exported
+from export.formats import FAMILIES, check_name, exported, model_name
 
 GOLDEN = "qat_test_predictions.npy"
 
@@ -175,10 +175,8 @@ def main(argv: list[str] | None = None) -> int:
                   "(one image per class)", file=sys.stderr)
             return 2
         if args.check:
+            args.name = model_name(args.out, args.name)  # the one model whose files are there
             models = exported(args.out, args.name)
-            if models and args.name is None:  # the one model whose files are there
-                fmt, path = next(iter(models.items()))
-                args.name = path.name.removesuffix(FORMATS[fmt].suffix)
         else:
             models = export(args, qat_model, dataset)
         code = parity(args, qat_model, dataset, models)

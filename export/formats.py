@@ -132,14 +132,19 @@ def selected(family: str) -> list[Format]:
     return [f for f in FORMATS.values() if family in ("all", f.family)]
 
 
+def model_name(out: Path, model: str | None = None) -> str:
+    """``model``, or (None) the name of the one model whose exported files are in ``out`` ("model" when there
+    are none); ValueError when several models' files are there and none is named."""
+    if model is not None:
+        return model
+    names = {path.name[:-len(f.suffix)] for f in FORMATS.values() for path in out.glob(f"*{f.suffix}")}
+    names = {name for name in names if NAME.fullmatch(name)}
+    if len(names) > 1:
+        raise ValueError(f"{out} holds the files of several models ({', '.join(sorted(names))}): name one (--name)")
+    return names.pop() if names else "model"
+
+
 def exported(out: Path, model: str | None = None) -> dict[str, Path]:
-    """The exported files in ``out`` by format name: those of the model named ``model``, or (None) of the one
-    model whose files are there; ValueError when several models' files are and none is named."""
-    if model is None:
-        names = {path.name[:-len(f.suffix)] for f in FORMATS.values() for path in out.glob(f"*{f.suffix}")}
-        names = {name for name in names if NAME.fullmatch(name)}
-        if len(names) > 1:
-            raise ValueError(f"{out} holds the files of several models ({', '.join(sorted(names))}): name one "
-                             "(--name)")
-        model = names.pop() if names else "model"
+    """The exported files in ``out`` by format name: those of the model named ``model`` (``model_name``)."""
+    model = model_name(out, model)
     return {f.name: out / f.file(model) for f in FORMATS.values() if (out / f.file(model)).is_file()}
