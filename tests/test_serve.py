@@ -281,6 +281,43 @@ def test_token_guards_v1_and_cors_is_off_by_default(test_images):
         assert allowed.headers["access-control-allow-origin"] == "https://shop.example"
 
 
+@pytest.mark.parametrize("token", [None, "s3cret"])
+def test_the_hot_route_answers_as_its_fastapi_route(test_images, token):
+    """POST /v1/classify is served by a plain Starlette route ahead of its FastAPI route (the one the
+    schema describes): with the FastAPI route alone, every answer (status, headers, body but the
+    latency) is the same, errors, other methods, the token and a trailing slash included."""
+    from starlette.routing import Route
+
+    png = encode(test_images[0][0])
+    fast_app, plain_app = create_app(ServeConfig(token=token)), create_app(ServeConfig(token=token))
+    plain_app.router.routes[:] = [r for r in plain_app.router.routes
+                                  if not (type(r) is Route and r.path == "/v1/classify")]
+    assert len(fast_app.router.routes) == len(plain_app.router.routes) + 1
+    assert fast_app.openapi() == plain_app.openapi()
+    image = {"Content-Type": "image/png"}
+    queries = ("", "?top_k=2&roi=0,0,10,10", "?top_k=99", "?roi=a", "/")
+    cases = [("POST", query, {"content": png, "headers": image}) for query in queries]
+    cases += [("POST", "", {"content": b"", "headers": image}),
+              ("POST", "", {"content": b"xx", "headers": {"Content-Type": "text/plain"}}),
+              ("POST", "", {"files": {"image": ("a.png", png, "image/png")}}),
+              ("POST", "", {"content": png, "headers": {**image, "Content-Length": "999999999"}}),
+              ("GET", "", {}), ("HEAD", "", {}), ("PUT", "", {})]
+    for authorization in ("Bearer s3cret", "Bearer wrong", "Basic czNjcmV0", "Bearer"):
+        cases.append(("POST", "", {"content": png, "headers": {**image, "Authorization": authorization}}))
+
+    def answer(client, method, suffix, kwargs):
+        response = client.request(method, "/v1/classify" + suffix, follow_redirects=False, **kwargs)
+        body = response.json() if response.content.startswith(b"{") else response.content
+        if isinstance(body, dict):
+            body.pop("latency_ms", None)
+        headers = {k: v for k, v in response.headers.items() if k not in ("date", "content-length")}
+        return response.status_code, headers, body
+
+    with TestClient(fast_app) as fast, TestClient(plain_app) as plain:
+        for method, suffix, kwargs in cases:
+            assert answer(fast, method, suffix, kwargs) == answer(plain, method, suffix, kwargs), (method, suffix)
+
+
 def test_cli_defaults_are_safe_and_a_bad_model_exits_2(tmp_path):
     from runtime.serve.__main__ import parse_args
 
