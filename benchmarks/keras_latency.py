@@ -19,8 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.bench import interleaved, stats
-from runtime.files import write_json
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the clone: simulator/ is not installed
+
+from runtime.bench import interleaved, stats  # noqa: E402
+from runtime.files import write_json  # noqa: E402
 
 
 def test_inputs(path: Path) -> None:

@@ -27,12 +27,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime import Predictor
-from simulator.camera_sim import render
-from runtime.files import write_json
-from train import data
-
 HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE.parent))  # the clone: simulator/ is not installed
+
+from runtime import Predictor  # noqa: E402
+from runtime.files import write_json  # noqa: E402
+from simulator.camera_sim import render  # noqa: E402
+from train import data  # noqa: E402
+
 LUA = HERE / "wrk_post.lua"
 
 

@@ -116,3 +116,14 @@ def test_the_wheel_ships_the_product_only(tmp_path):
                    "runtime/serve/static/app.js", "runtime/models/fashion_int8.tflite", "camera_demo/samples.npz"):
         assert needed in names, needed
     assert not [n for n in names if "camera_sim" in n or "make_video" in n or "experiments" in n]
+
+
+def test_the_scripts_that_use_the_clone_find_it():
+    """benchmarks/ runs as scripts (``python benchmarks/X.py``: the folder, not the clone, is on the path); one
+    that imports the simulator or experiments, which are not installed, puts the clone on the path first."""
+    for path in sorted((ROOT / "benchmarks").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        used = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        used |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        if any(name.split(".")[0] in ("simulator", "experiments") for name in used):
+            assert "sys.path.insert(0, str(" in path.read_text(), f"{path.name} imports the clone's tools"
