@@ -17,14 +17,17 @@ pixels, hence the same model input, wherever it is read. One rule for every kind
   (libjpeg's DCT scaling for JPEG, ``Image.reduce`` for the others), so nothing downstream sees
   a large array.
 
-Everything is judged from the header, before a single pixel is decoded (``check_cost``):
+Everything is judged from the header, before a single pixel is decoded:
 
 - the size as declared (before JPEG's draft mode): at most ``max_pixels`` (``MAX_PIXELS``);
 - the shape: beyond the working size, neither side may be more than 20 times the other (a 15 KB
   PNG of 4 x 4,000,000 pixels is within 16 MP, but nothing could be made of it);
-- what the format's decoder costs (measured, below): compressed BMPs are decoded by Pillow in pure
-  Python, WebP through libwebp's animation decoder, progressive (and multi-scan) JPEGs hold every
-  DCT coefficient of the full image whatever the draft size.
+- what the format's decoder costs (measured: ``runtime.image_costs``): compressed BMPs are decoded by
+  Pillow in pure Python, WebP through libwebp's animation decoder, progressive (and multi-scan) JPEGs
+  hold every DCT coefficient of the full image whatever the draft size.
+
+Pillow decodes every file but plain PNGs (8-bit gray or RGB, opaque, up to the working size: most
+small images), which OpenCV decodes when installed, several times faster, to the same pixels.
 
 Files are read by ``read_file``: regular files only (never a FIFO or a device: reading one blocks
 or never ends), at most ``MAX_BYTES``, read no further than that.
@@ -34,65 +37,40 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import stat
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
+from runtime.image_costs import JPEG_FORMATS, PNG_SIGNATURE, BadImage, check_cost, check_structure
+
+try:  # decodes plain PNGs (``plain_png``) several times faster than Pillow: the same pixels, PNG being lossless
+    import cv2
+except ImportError:  # the base install: Pillow decodes them
+    cv2 = None
+
 MAX_PIXELS = 16_000_000  # of an image, as its header declares it: a 12 MP phone photo passes
 MAX_BYTES = 64 << 20  # of a file: a phone photo takes a few MB, a 16-bit scan tens; a bigger one is never read
 FORMATS = ("PNG", "JPEG", "BMP", "WEBP")  # what Image.open may try; see JPEG_FORMATS for MPO
 # Pillow opens a JPEG with an MP extension (a phone's MPO) through the JPEG plugin as format "MPO"
-# ("MPO" cannot be given to Image.open's formats): both are decoded the same way.
-JPEG_FORMATS = ("JPEG", "MPO")
+# ("MPO" cannot be given to Image.open's formats): both are decoded the same way (JPEG_FORMATS).
 ACCEPTED = (*FORMATS, "MPO")
 WORK_SIDE = 1024  # decoded images are shrunk to a longest side between this and twice this
 # A JPEG larger than this is decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself (cheap,
 # and the object still spans far more pixels than a small model's input).
 JPEG_TARGET = (1024, 768)
 MAX_ASPECT = 20  # longest side / shortest side, for images longer than WORK_SIDE
-# What decoding costs, measured with Pillow 13 on a 2-core EPYC VM (a 16 MP image of noise, the
-# worst case; a flat image costs 2-4x less time, the same memory):
-#
-#   format              CPU ms/MP   held while decoding, bytes a pixel
-#   BMP                    1-3      the pixels (1-4)
-#   PNG                    5-10     the pixels (1-4)
-#   JPEG, baseline         6-10     the draft-scaled output only
-#   JPEG, progressive     24-32     + 2 for every DCT coefficient of every component (3 for 4:2:0 colour)
-#   WebP                  30-58     16: libwebp's two RGBA canvases, their copy, the image
-#   BMP, RLE4/RLE8       17-125     pure Python (Pillow's BmpRleDecoder) holding the GIL
-#
-# So: no decoder may hold more than an RGBA image at the pixel limit would (4 bytes a pixel,
-# 64 MB at the default), and the pure-Python decoder gets 1/16 of the pixels (1 MP, at most
-# about 0.13 s). Uncompressed and BI_BITFIELDS BMPs go through C (0.05 s for 16 MP).
-DECODE_BYTES_PER_PIXEL = 4
-WEBP_BYTES_PER_PIXEL = 16
-PYTHON_DECODER_SHARE = 16
-MAX_JPEG_SCANS = 64  # libjpeg's progressive scripts use 6-12; each scan is a pass over the coefficients
-MAX_JPEG_SEGMENTS = 512  # a phone's JPEG has 10-40 (APPn, DQT, DHT, ...); Pillow keeps every one in memory
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-PNG_CHUNKS, PNG_CHUNK_BYTES = 64, 1024  # at most 64 chunks + one a KB (encoders write 8-64 KB of pixels a chunk)
-BMP_RLE = (1, 2)  # BITMAPINFOHEADER compression: RLE8, RLE4
+PLAIN_PNG = ((8, 0), (8, 2))  # IHDR's bit depth and colour type: 8-bit gray, 8-bit RGB
 EXIF_FORMATS = (*JPEG_FORMATS, "WEBP", "PNG")
 GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that turn the picture by 90 degrees
 TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
              8: Image.Transpose.ROTATE_90}  # as ImageOps.exif_transpose, applied to the shrunk image
-# Any marker but a stuffed 0xFF00, a restart marker or fill bytes: what ends a scan's entropy-coded data.
-JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
-
-
-class BadImage(ValueError):
-    """An upload that is not a usable image; ``status`` is the HTTP status to answer."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
 
 
 class OverBudget(BadImage):
@@ -165,15 +143,33 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS, channels: int | None = Non
     if not data:
         raise BadImage(400, "empty (0 bytes): no image in it")
     scans = check_structure(data)
+    size = plain_png(data) if cv2 is not None else None
+    pixels = decode_plain_png(data, size, max_pixels, budget) if size else None
+    if pixels is not None:
+        (width, height), lossy = size, False
+    else:
+        pixels, (width, height), lossy = decode_with_pillow(data, max_pixels, scans, budget)
+    if channels == 1 and pixels.ndim == 3:
+        from runtime.preprocess import to_gray
+
+        pixels = to_gray(pixels)
+    elif channels == 3 and pixels.ndim == 2:
+        pixels = np.ascontiguousarray(np.repeat(pixels[..., None], 3, axis=2))
+    return Decoded(pixels, max(pixels.shape[:2]) / max(width, height), (width, height), lossy)
+
+
+def decode_with_pillow(data: bytes, max_pixels: int, scans: int,
+                       budget: int | None) -> tuple[np.ndarray, tuple[int, int], bool]:
+    """``decode``'s pixels (gray 2-D or BGR), the image's size as the user sees it and whether it is lossy."""
     image = open_image(data, max_pixels)
     try:
         orientation = exif_orientation(image)
         width, height = image.size
         if orientation in SWAPPING_ORIENTATIONS:
             width, height = height, width
-        check_cost(image, data, (width, height), max_pixels, scans)
-        if budget is not None and width * height > budget:
-            raise OverBudget(f"this one is {width}x{height}; {max(budget, 0):,} pixels were left")
+        check_size(width, height, max_pixels)
+        check_cost(image, data, max_pixels, scans)
+        check_budget(width, height, budget)
         try:
             if image.format in JPEG_FORMATS:
                 image.draft(image.mode, JPEG_TARGET)  # downscaled in the DCT when large
@@ -186,13 +182,58 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS, channels: int | None = Non
             raise BadImage(400, f"cannot decode the image: {e}") from None
     finally:
         image.close()
-    if channels == 1 and pixels.ndim == 3:
-        from runtime.preprocess import to_gray
+    return pixels, (width, height), lossy
 
-        pixels = to_gray(pixels)
-    elif channels == 3 and pixels.ndim == 2:
-        pixels = np.ascontiguousarray(np.repeat(pixels[..., None], 3, axis=2))
-    return Decoded(pixels, max(pixels.shape[:2]) / max(width, height), (width, height), lossy)
+
+def plain_png(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a whole, intact PNG whose pixels are stored as this reader returns them: 8-bit gray
+    or RGB, no transparent colour (tRNS), EXIF (eXIf) or animation (acTL) before them, nothing to shrink.
+    OpenCV decodes those several times faster than Pillow, to the same pixels (PNG is lossless). Else None."""
+    if not data.startswith(PNG_SIGNATURE) or len(data) < 33 or data[12:16] != b"IHDR":
+        return None
+    if (data[24], data[25]) not in PLAIN_PNG:
+        return None
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if not (0 < width <= WORK_SIDE and 0 < height <= WORK_SIDE):
+        return None
+    position, pixels_seen = 8, False
+    while position + 12 <= len(data):  # every chunk's CRC (check_structure bounded their number)
+        length = int.from_bytes(data[position:position + 4], "big")
+        kind, end = data[position + 4:position + 8], position + 8 + length
+        if end + 4 > len(data) or zlib.crc32(data[position + 4:end]) != int.from_bytes(data[end:end + 4], "big"):
+            return None
+        if kind == b"IEND":
+            return (width, height) if pixels_seen else None
+        if kind in (b"tRNS", b"eXIf", b"acTL") and not pixels_seen:
+            return None
+        pixels_seen |= kind == b"IDAT"
+        position = end + 4
+    return None
+
+
+def decode_plain_png(data: bytes, size: tuple[int, int], max_pixels: int, budget: int | None) -> np.ndarray | None:
+    """A ``plain_png``'s pixels decoded by OpenCV (gray 2-D, or BGR); None if OpenCV cannot (Pillow says why)."""
+    check_size(*size, max_pixels)
+    check_budget(*size, budget)
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    expected = (size[1], size[0]) if data[25] == 0 else (size[1], size[0], 3)
+    return pixels if pixels is not None and pixels.dtype == np.uint8 and pixels.shape == expected else None
+
+
+def check_size(width: int, height: int, max_pixels: int) -> None:
+    """The size as declared (before JPEG's draft mode): at most ``max_pixels``, and beyond the working size
+    neither side more than MAX_ASPECT times the other."""
+    if width * height > max_pixels:  # before a single pixel is decoded, before draft()
+        raise BadImage(413, f"image is {width}x{height} pixels; the limit is {max_pixels:,} pixels")
+    long, short = max(width, height), min(width, height)
+    if long > WORK_SIDE and long > MAX_ASPECT * short:
+        raise BadImage(422, f"image is {width}x{height} pixels: one side is more than {MAX_ASPECT} times "
+                            "the other; crop it to the object")
+
+
+def check_budget(width: int, height: int, budget: int | None) -> None:
+    if budget is not None and width * height > budget:
+        raise OverBudget(f"this one is {width}x{height}; {max(budget, 0):,} pixels were left")
 
 
 def open_image(data: bytes, max_pixels: int) -> Image.Image:
@@ -235,94 +276,6 @@ def read_exif(image: Image.Image) -> Image.Exif:
     return exif
 
 
-def check_structure(data: bytes) -> int:
-    """Refuse, before Pillow reads a header, a PNG or JPEG made of more pieces than any encoder writes: Pillow
-    reads a PNG's chunks and a JPEG's segments one by one in Python, and keeps a JPEG's segments in memory.
-    Returns a JPEG's scans (0 for other formats)."""
-    if data.startswith(PNG_SIGNATURE):
-        limit = PNG_CHUNKS + len(data) // PNG_CHUNK_BYTES
-        if png_chunks(data, limit) > limit:
-            raise BadImage(413, f"PNG of {len(data):,} bytes in more than {limit:,} chunks; save it again")
-    elif data.startswith(b"\xff\xd8"):
-        scans, segments = jpeg_segments(data)
-        if scans > MAX_JPEG_SCANS:
-            raise BadImage(413, f"JPEG with more than {MAX_JPEG_SCANS} scans; save it again as a baseline JPEG")
-        if segments > MAX_JPEG_SEGMENTS:
-            raise BadImage(413, f"JPEG with more than {MAX_JPEG_SEGMENTS} segments; save it again")
-        return scans
-    return 0
-
-
-def check_cost(image: Image.Image, data: bytes, size: tuple[int, int], max_pixels: int, scans: int = 0) -> None:
-    """Refuse, from the header, an image whose decoding would cost more than the limits allow."""
-    width, height = size
-    if width * height > max_pixels:  # before a single pixel is decoded, before draft()
-        raise BadImage(413, f"image is {width}x{height} pixels; the limit is {max_pixels:,} pixels")
-    long, short = max(width, height), min(width, height)
-    if long > WORK_SIDE and long > MAX_ASPECT * short:
-        raise BadImage(422, f"image is {width}x{height} pixels: one side is more than {MAX_ASPECT} times "
-                            "the other; crop it to the object")
-    memory_budget = DECODE_BYTES_PER_PIXEL * max_pixels
-    if image.format == "BMP" and image.info.get("compression") in BMP_RLE:
-        limit = max_pixels // PYTHON_DECODER_SHARE
-        if width * height > limit:
-            raise BadImage(413, f"RLE-compressed BMP of {width}x{height} pixels; the limit for compressed BMPs "
-                                f"is {limit:,} pixels (send it uncompressed, or as PNG)")
-        if len(data) > 2 * width * height + 4 * height + 65536:  # runs a pixel at most, one end of line a row
-            raise BadImage(413, f"RLE-compressed BMP of {len(data):,} bytes for {width}x{height} pixels: more "
-                                "than its pixels could need (send it uncompressed, or as PNG)")
-    elif image.format == "WEBP" and WEBP_BYTES_PER_PIXEL * width * height > memory_budget:
-        limit = memory_budget // WEBP_BYTES_PER_PIXEL
-        raise BadImage(413, f"WebP of {width}x{height} pixels; the limit for WebP is {limit:,} pixels "
-                            "(its decoder holds 16 bytes a pixel; send it as PNG or JPEG)")
-    elif image.format in JPEG_FORMATS:
-        if image.info.get("progressive") or scans > 1:  # libjpeg keeps every coefficient until the last scan
-            needed = jpeg_coefficient_bytes(image)
-            if needed > memory_budget:
-                raise BadImage(413, f"progressive JPEG of {width}x{height} pixels needs {needed / 2**20:.0f} MB "
-                                    f"to decode; the limit is {memory_budget / 2**20:.0f} MB (about "
-                                    f"{memory_budget // 6:,} pixels of 4:4:4 colour; send it as baseline JPEG)")
-
-
-def jpeg_segments(data: bytes) -> tuple[int, int]:
-    """How many scans (SOS markers) and other segments the JPEG's main image has, walking its segments as
-    libjpeg reads them (bytes between segments skipped to the next marker; an EXIF thumbnail inside APP1
-    is skipped with its segment). Stops counting past the limits: what matters is that they are passed."""
-    scans, segments, position, end = 0, 0, 2, len(data)
-    while position + 4 <= end and scans <= MAX_JPEG_SCANS and segments <= MAX_JPEG_SEGMENTS:
-        if data[position] != 0xFF or data[position + 1] in (0x00, 0xFF):  # junk, a stuffed byte or fill
-            found = JPEG_MARKER.search(data, position + 1)
-            if found is None:
-                break
-            position = found.start()
-            continue
-        marker = data[position + 1]
-        if marker == 0xD9:  # EOI
-            break
-        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # no length
-            position += 2
-            continue
-        position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
-        if marker == 0xDA:  # SOS: then entropy-coded data up to the next marker
-            scans += 1
-            found = JPEG_MARKER.search(data, position)
-            if found is None:
-                break
-            position = found.start()
-        else:
-            segments += 1
-    return scans, segments
-
-
-def png_chunks(data: bytes, limit: int) -> int:
-    """How many chunks a PNG has, counted up to ``limit`` + 1 (Pillow reads each in a Python loop)."""
-    chunks, position, end = 0, 8, len(data)
-    while position + 8 <= end and chunks <= limit:
-        position += 12 + int.from_bytes(data[position:position + 4], "big")
-        chunks += 1
-    return chunks
-
-
 def webp_lossy(data: bytes) -> bool:
     """Whether a WebP's image is VP8 (lossy) rather than VP8L (lossless), from its RIFF chunks."""
     position = 12
@@ -337,21 +290,6 @@ def webp_lossy(data: bytes) -> bool:
             return fourcc != b"VP8L"
         position += 8 + size + (size & 1)
     return True
-
-
-def jpeg_coefficient_bytes(image: Image.Image) -> int:
-    """libjpeg's whole-image coefficient buffer: 2 bytes for each DCT coefficient of each component,
-    by the components' sampling factors (Pillow's ``layer``: id, horizontal, vertical, table)."""
-    width, height = image.size
-    layers = getattr(image, "layer", None) or [(None, 1, 1, 0)] * len(image.getbands())
-    h_max = max(layer[1] for layer in layers) or 1
-    v_max = max(layer[2] for layer in layers) or 1
-    return sum(ceil_div(ceil_div(width * h, h_max), 8) * ceil_div(ceil_div(height * v, v_max), 8) * 64 * 2
-               for _, h, v, _ in layers)
-
-
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def to_pixels(image: Image.Image, orientation: int = 1) -> np.ndarray:

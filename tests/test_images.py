@@ -6,13 +6,14 @@ import io
 import json
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from runtime import Predictor, images
+from runtime import Predictor, image_costs, images
 from runtime.preprocess import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -229,7 +230,7 @@ def test_files_of_more_pieces_than_any_encoder_writes_are_refused_before_pillow_
     with pytest.raises(images.BadImage, match="segments"):
         images.decode(spam)
     scans = b"\xff\xd8" + b"\x00" + (b"\xff\xda\x00\x02" + b"\x11" * 4) * 100 + b"\xff\xd9"  # junk, then 100 scans
-    assert images.jpeg_segments(scans)[0] > images.MAX_JPEG_SCANS
+    assert image_costs.jpeg_segments(scans)[0] > image_costs.MAX_JPEG_SCANS
     with pytest.raises(images.BadImage, match="scans"):
         images.decode(scans)
     png = encoded(Image.new("L", (64, 48), 90), "PNG")
@@ -253,3 +254,102 @@ def test_a_transparent_gray_level_of_a_16_bit_png_is_white():
     gray[:5] = 51400
     pixels = images.decode(encoded(Image.fromarray(gray), "PNG", transparency=51400)).pixels
     assert pixels.ndim == 2 and (pixels[:5] == 255).all() and np.array_equal(pixels[5:], gray[5:] >> 8)
+
+
+def plain_variants(folder: Path) -> dict[str, bytes]:
+    """PNGs that OpenCV decodes for the reader: gray and RGB, small and at the working size, several IDAT
+    chunks, ancillary chunks (text, ICC profile, gamma, resolution), Adam7 interlace (ImageMagick, if any)."""
+    import shutil
+
+    rng = np.random.default_rng(3)
+    rgb = garment(4, (300, 200), (0.9, 1.0, 0.8))
+    noise = rng.integers(0, 256, (1024, 1024, 3), np.uint8)  # incompressible: several IDAT chunks
+    text = __import__("PIL.PngImagePlugin", fromlist=["PngInfo"]).PngInfo()
+    text.add_text("Comment", "made by a test")
+
+    def save(image: Image.Image, **options) -> bytes:
+        out = io.BytesIO()
+        image.save(out, "PNG", **options)
+        return out.getvalue()
+
+    found = {"gray 28": save(Image.fromarray(SAMPLES["images"][0])),
+             "rgb text icc": save(Image.fromarray(rgb), pnginfo=text, icc_profile=b"\0" * 200, dpi=(72, 72)),
+             "rgb noise 1024": save(Image.fromarray(noise), compress_level=1),
+             "gray 1x1000": save(Image.fromarray(rng.integers(0, 256, (1000, 1), np.uint8)))}
+    gamma = bytearray(found["gray 28"])  # a gAMA chunk after IHDR
+    chunk = b"gAMA" + (45455).to_bytes(4, "big")
+    found["gray gamma"] = bytes(gamma[:33] + len(chunk[4:]).to_bytes(4, "big") + chunk
+                                + zlib.crc32(chunk).to_bytes(4, "big") + gamma[33:])
+    if shutil.which("convert"):
+        (folder / "flat.png").write_bytes(found["rgb text icc"])
+        subprocess.run(["convert", str(folder / "flat.png"), "-interlace", "PNG", str(folder / "adam7.png")],
+                       check=True)
+        found["rgb adam7"] = (folder / "adam7.png").read_bytes()
+        assert found["rgb adam7"][28] == 1  # IHDR's interlace method
+    return found
+
+
+def test_plain_pngs_are_decoded_by_opencv_to_pillow_s_pixels(monkeypatch, tmp_path):
+    """The one fast path of the reader gives what Pillow gives, bit for bit, gray or BGR alike."""
+    for name, data in plain_variants(tmp_path).items():
+        assert images.plain_png(data), name
+        fast = images.decode(data)
+        with monkeypatch.context() as m:
+            m.setattr(images, "cv2", None)
+            slow = images.decode(data)
+        assert (fast.pixels.shape, fast.size, fast.scale, fast.lossy) == (slow.pixels.shape, slow.size, 1.0, False)
+        assert np.array_equal(fast.pixels, slow.pixels), name
+        for channels in (1, 3):
+            assert np.array_equal(images.decode(data, channels=channels).pixels,
+                                  np.asarray(prepare_channels(slow.pixels, channels))), (name, channels)
+
+
+def prepare_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
+    from runtime.preprocess import to_gray
+
+    if channels == 1:
+        return to_gray(pixels) if pixels.ndim == 3 else pixels
+    return pixels if pixels.ndim == 3 else np.repeat(pixels[..., None], 3, axis=2)
+
+
+def test_pngs_that_are_not_plain_go_to_pillow(files):
+    """Transparency, EXIF, 16 bits, palettes, bilevel, anything to shrink or a damaged chunk: Pillow's rules."""
+    for name in ("sixteen.png", "sixteen_rgb.png", "bilevel.png", "palette.png", "palette_clear.png", "rgba.png",
+                 "la.png", "turned.png"):
+        assert images.plain_png(next(f for f in files if f.name == name).read_bytes()) is None, name
+    gray = io.BytesIO()
+    Image.fromarray(SAMPLES["images"][1]).save(gray, "PNG", transparency=0)  # tRNS on 8-bit gray
+    assert images.plain_png(gray.getvalue()) is None
+    large = io.BytesIO()
+    Image.fromarray(np.zeros((600, images.WORK_SIDE + 1), np.uint8)).save(large, "PNG")
+    assert images.plain_png(large.getvalue()) is None
+    assert images.decode(large.getvalue()).pixels.shape == (600, images.WORK_SIDE + 1)
+
+
+def test_a_damaged_plain_png_gets_pillow_s_answer(monkeypatch):
+    """A bad CRC, a cut file, or intact chunks around a broken zlib stream: what Pillow makes of it, no more."""
+    out = io.BytesIO()
+    Image.fromarray(SAMPLES["images"][2]).save(out, "PNG")
+    data = out.getvalue()
+    idat = data.index(b"IDAT")
+    length = int.from_bytes(data[idat - 4:idat], "big")
+    broken_stream = bytearray(data)
+    broken_stream[idat + 10:idat + 14] = b"\xff\xff\xff\xff"
+    broken_stream[idat + 4 + length:idat + 8 + length] = zlib.crc32(bytes(broken_stream[idat:idat + 4 + length])
+                                                                     ).to_bytes(4, "big")
+    bad_crc = bytearray(data)
+    bad_crc[idat + 4 + length] ^= 1
+    for damaged in (bytes(bad_crc), data[:-12], data[:idat + 20], bytes(broken_stream)):
+        with monkeypatch.context() as m:
+            m.setattr(images, "cv2", None)
+            try:
+                expected = images.decode(damaged).pixels
+            except images.BadImage as e:
+                expected = (e.status, str(e))
+        try:
+            got = images.decode(damaged).pixels
+        except images.BadImage as e:
+            got = (e.status, str(e))
+        assert type(got) is type(expected) and np.array_equal(got, expected) if isinstance(got, np.ndarray) \
+            else got == expected
+    assert images.plain_png(bytes(broken_stream)) and not images.plain_png(bytes(bad_crc))
