@@ -18,6 +18,7 @@ This module only assembles the app. The rooms, in the order a request meets them
   (``images.py``), classifies, collects and shapes the answer. No HTTP in it: a test can call it
   directly.
 - ``config.py``: ``ServeConfig``, handed to every worker process through the environment.
+- ``memory.py``: the worker's heap (arrays reused between requests, given back after large images).
 """
 
 from __future__ import annotations
@@ -28,8 +29,14 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from starlette.middleware.cors import CORSMiddleware
 
+try:
+    import cv2
+except ImportError:  # the base install
+    cv2 = None
+
 from runtime.serve import metrics
 from runtime.serve.config import ServeConfig
+from runtime.serve.memory import reuse_freed_memory
 from runtime.serve.middleware import ConcurrencyLimit, CrossSiteGuard, HostGuard
 from runtime.serve.openapi import description
 from runtime.serve.routes import add_routes, unexpected
@@ -58,8 +65,13 @@ def app_from_env() -> FastAPIOffline:
     thousand objects) lives as long as the process: ``gc.freeze`` takes it out of the cyclic
     collector's sight, whose full passes over it stalled every request in flight (measured with
     `wrk -c32`, 2 workers, the load test's small PNGs: p99 39-49 ms before, 16-24 ms after, the
-    same throughput)."""
-    app = make_app(ServeConfig.from_env())
+    same throughput). Freed arrays stay on the heap for the next request (``memory.py``), and OpenCV
+    uses as many threads as inference does: the worker processes are the parallelism."""
+    config = ServeConfig.from_env()
+    reuse_freed_memory()
+    if cv2 is not None:
+        cv2.setNumThreads(config.threads)
+    app = make_app(config)
     gc.collect()
     gc.freeze()
     return app

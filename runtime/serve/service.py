@@ -9,15 +9,11 @@ with. A test or a script can call it directly.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import dataclasses
 import errno
-import functools
 import io
 import logging
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from time import perf_counter
 
@@ -32,13 +28,13 @@ from runtime.preprocess import Prepared, prepare
 from runtime.roi import Roi
 from runtime.serve import metrics
 from runtime.serve.config import ServeConfig
+from runtime.serve.memory import release_memory
 from runtime.serve.errors import BadUpload, CannotSave, LimitReached, Unprocessable
 from runtime.serve.work import WorkQueue
 
 log = logging.getLogger(__name__)
 WORK_THREADS = 1  # decodes + inferences at once per worker process (one worker per core)
 QUEUE_BODIES = 4  # requests waiting for the worker thread hold at most this many --max-bytes of bodies
-TRIM_PIXELS = 4_000_000  # after decoding this many pixels, give the freed memory back to the system
 DEFAULT_TOP_K = 3  # or every label, for a model with fewer
 JPEG_QUALITY = 92  # a lossy upload stored again: about its own size, for a phone's or a browser's JPEG
 STORED_TTL = 2.0  # seconds between counts of the collect folder's bytes
@@ -224,24 +220,6 @@ def with_prepared(prediction: Prediction, prepared: Prepared | None) -> Predicti
     if prepared is None:
         return prediction
     return dataclasses.replace(prediction, object_found=prepared.found, box=prepared.box)
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim, or None elsewhere (musl, macOS, Windows)."""
-    try:
-        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim
-
-
-def release_memory(pixels: int) -> None:
-    """After decoding ``pixels`` (a large image or batch), give the freed heap back to the system:
-    glibc keeps freed blocks of its arenas (a worker thread has its own) mapped otherwise."""
-    if pixels >= TRIM_PIXELS and (trim := _malloc_trim()) is not None:
-        trim(0)
 
 
 def decoded_region(roi: Roi | None, decoded: Decoded) -> Roi | None:
