@@ -26,7 +26,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ARCHS = ("edge", "design_baseline", "notebook_cnn", "lenet", "mlp", "linear")
+DEFAULT_ARCHS = ("edge", "residual", "residual:width=0.5", "design_baseline", "notebook_cnn", "lenet", "mlp", "linear")
 SHIPPED = "shipped (35 epochs)"
 CAMERA_SEED = 2026  # train.camera_eval's default: the same frames for every model
 CAMERA_SETS = ("standard", "hard", "desk")  # the comparison's sets (camera_eval has more kinds of desk)

@@ -30,9 +30,10 @@ def float_from_qat(qat_model: keras.Model, arch: str) -> keras.Model:
     """
     model = build(arch, qat_model.input_shape[1:], qat_model.output_shape[-1])
     wrappers = [layer for layer in qat_model.layers if hasattr(layer, "layer")]  # not the input QuantizeLayer
-    if [type(w.layer) for w in wrappers] != [type(layer) for layer in model.layers]:
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]  # functional
+    if [type(w.layer) for w in wrappers] != [type(layer) for layer in layers]:
         raise ValueError(f"the QAT model's layers do not match architecture {arch!r}")
-    for fresh, wrapper in zip(model.layers, wrappers):
+    for fresh, wrapper in zip(layers, wrappers):
         # the wrapper holds the layer's variables (plus quantizer state) as "quant_x/kernel:0"
         trained = {w.name.split("/")[-1]: w for w in wrapper.weights}
         fresh.set_weights([trained[w.name.split("/")[-1]].numpy() for w in fresh.weights])

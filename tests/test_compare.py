@@ -59,15 +59,21 @@ def test_every_architecture_builds_and_converts_to_int8(tmp_path):
         if name == "lenet":  # L2 on every hidden layer's weights, and dropout
             hidden = [layer for layer in model.layers if isinstance(layer, (L.Conv2D, L.Dense))][:-1]
             assert all(layer.kernel_regularizer is not None for layer in hidden) and L.Dropout in kinds
+        if name == "residual":  # basic blocks: the input added back, batch norm throughout
+            assert L.Add in kinds and L.BatchNormalization in kinds
         assert count_macs(model) > 0
         qat = quantize(model)
-        float_from_qat(qat, name)  # the ONNX exporter's round trip understands it too
+        plain = float_from_qat(qat, name)  # the ONNX exporter's round trip understands it too
+        assert np.allclose(plain.predict(calibration[:4], verbose=0), model.predict(calibration[:4], verbose=0),
+                           atol=1e-5), name  # the same weights, whatever the model's kind (functional too)
         path = export_tflite(qat, calibration, tmp_path / f"{name}.tflite", FASHION,
                              build_metadata("tflite-int8", "test", {"architecture": name}, FASHION))
         prediction = Predictor(path, num_threads=1).predict(np.zeros((28, 28), np.uint8))
         assert 0 <= prediction.index < 10, name
     shape, classes = FASHION.image_shape, len(FASHION.labels)
     assert build("edge:width=0.5", shape, classes).count_params() < build("edge", shape, classes).count_params() / 3
+    residual, lean = build("residual", shape, classes), build("residual:width=0.5", shape, classes)
+    assert 12e6 < count_macs(residual) < 15e6 and count_macs(lean) < count_macs(residual) / 3.5
 
 
 @pytest.fixture(scope="module")

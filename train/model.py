@@ -54,6 +54,39 @@ def edge_cnn(input_shape: Shape, num_classes: int,
     ], name="edge_cnn")
 
 
+def basic_block(x, filters: int, stride: int = 1):
+    """ResNet's basic block: two 3x3 convs with batch norm, the input added back (through a 1x1 conv
+    when the shape changes), then ReLU. Conv + BN + ReLU and Add + ReLU are patterns tfmot quantizes
+    whole and TFLite fuses, so the block stays int8 end to end."""
+    y = L.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False)(x)
+    y = L.ReLU()(L.BatchNormalization(momentum=0.9)(y))
+    y = L.BatchNormalization(momentum=0.9)(L.Conv2D(filters, 3, padding="same", use_bias=False)(y))
+    if stride != 1 or x.shape[-1] != filters:
+        x = L.BatchNormalization(momentum=0.9)(L.Conv2D(filters, 1, strides=stride, use_bias=False)(x))
+    return L.ReLU()(L.Add()([y, x]))
+
+
+def residual_cnn(input_shape: Shape, num_classes: int,
+                 dropout: float = 0.2, width: float = 1.0) -> keras.Model:
+    """The residual edge network: a conv at 28x28, then basic blocks at 14x14 (one), 7x7 (two) and
+    4x4 (one), a flatten head.
+
+    Downsampling right after the first conv keeps the multiply-adds near edge_cnn's (~14M) with five
+    times its depth; ``width`` scales every conv (0.5: the lean network, a quarter of the work)."""
+    def w(n: int) -> int:
+        return max(8, round(n * width))
+
+    inputs = x = L.Input(input_shape)
+    for layer in [*conv_bn(w(24)), L.MaxPooling2D()]:
+        x = layer(x)
+    x = basic_block(x, w(32))
+    x = basic_block(x, w(64), stride=2)
+    x = basic_block(x, w(64))
+    x = basic_block(x, w(128), stride=2)
+    x = L.Dropout(dropout)(L.Flatten()(x))
+    return keras.Model(inputs, L.Dense(num_classes, activation="softmax")(x), name="residual_cnn")
+
+
 def deep7_cnn(input_shape: Shape, num_classes: int,
               dropout: float = 0.2) -> keras.Model:
     """Same multiply-adds as edge_cnn, moved to 7x7: one conv at 14x14, two at 7x7."""
@@ -123,6 +156,7 @@ def linear(input_shape: Shape, num_classes: int) -> keras.Model:
 
 ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
     "edge": edge_cnn,
+    "residual": residual_cnn,
     "deep7": deep7_cnn,
     "design_baseline": design_baseline,
     "notebook_cnn": notebook_cnn,
