@@ -83,8 +83,8 @@ own-classes: $(VENV)/.dev data
 
 ## models: reproduce the bundled pretrained models (and the test's golden file) from a demo run
 models: demo
-	cp $(OUT)/fashion_int8.tflite $(OUT)/fashion_int8.onnx $(OUT)/fashion_float.onnx $(OUT)/fashion_mediapipe.tflite $(MODELS)/
-	cp $(OUT)/qat_test_predictions.npy $(OUT)/parity.json $(OUT)/train_report.json $(MODELS)/
+	cp $(OUT)/fashion_int8.tflite $(OUT)/fashion_int8.onnx $(OUT)/fashion_float.onnx $(OUT)/fashion_mediapipe.tflite $(MODELS)/edge/
+	cp $(OUT)/qat_test_predictions.npy $(OUT)/parity.json $(OUT)/train_report.json $(MODELS)/edge/
 
 ## arm64-check: runtime tests, CLI and camera demo on emulated arm64 Debian bookworm (Raspberry Pi
 ## OS 64-bit), answers compared with x86; root; minutes (the rootfs is cached in ~/.cache/fashion-edge)

@@ -70,7 +70,7 @@ def label_arg(text: str) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m camera_demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, default=None, help="default: the bundled int8 model")
+    p.add_argument("--model", type=Path, default=None, help="a model file, or a bundled model by name (default: edge)")
     p.add_argument("--source", default="0",
                    help="camera index, 'picamera2', 'synthetic', a video file or an image directory")
     p.add_argument("--width", type=int, default=640)

@@ -262,9 +262,9 @@ def train_rows(archs: list[str], budget: Budget, dataset, out: Path, shipped: bo
         report = train_one(arch, budget, dataset, run_dir)
         rows.append(row_from_report(arch, report, export_int8(run_dir, dataset, budget.calibration)))
     if shipped:
-        from runtime.predictor import BUNDLED, MODELS_DIR
+        from runtime.predictor import BUNDLED
 
-        report = json.loads((MODELS_DIR / "train_report.json").read_text())
+        report = json.loads((BUNDLED["int8.tflite"].parent / "train_report.json").read_text())
         rows.append(row_from_report(SHIPPED, report, BUNDLED["int8.tflite"]))
     return rows
 

@@ -21,7 +21,7 @@ from runtime.metadata import ModelError
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m runtime", description=__doc__)
     p.add_argument("images", nargs="+", type=Path)
-    p.add_argument("--model", type=Path, default=None, help="default: the bundled int8 model")
+    p.add_argument("--model", type=Path, default=None, help="a model file, or a bundled model by name (default: edge)")
     p.add_argument("--top-k", type=int, default=3, help="labels to show (at most the model's)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", action="store_true", help="one JSON object per image")

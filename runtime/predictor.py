@@ -11,23 +11,39 @@ import numpy as np
 
 from runtime.backends import open_backend
 from runtime.contract import Contract
-from runtime.metadata import ModelInfo
+from runtime.metadata import ModelError, ModelInfo
 from runtime.preprocess import Prepared, prepare
 from runtime.roi import Roi
 
 MODELS_DIR = Path(__file__).parent / "models"
-BUNDLED = {
-    "int8.tflite": MODELS_DIR / "fashion_int8.tflite",
-    "int8.onnx": MODELS_DIR / "fashion_int8.onnx",
-    "float.onnx": MODELS_DIR / "fashion_float.onnx",
-}
+# The bundled models, by name (a folder of runtime/models each, with its reports): the first is the default.
+BUNDLED_MODELS = {"edge": "the accurate default"}
+KINDS = ("int8.tflite", "int8.onnx", "float.onnx")
 
 
-def default_model() -> Path:
-    """The bundled int8 model: TFLite when LiteRT is installed (faster), else ONNX."""
-    if importlib.util.find_spec("ai_edge_litert") is not None:
-        return BUNDLED["int8.tflite"]
-    return BUNDLED["int8.onnx"]
+def bundled(name: str | None = None, kind: str | None = None) -> Path:
+    """A bundled model's file: ``name`` one of BUNDLED_MODELS (None: the default); ``kind`` one of KINDS
+    (None: int8 TFLite when LiteRT is installed, which is faster, else int8 ONNX)."""
+    name = name or next(iter(BUNDLED_MODELS))
+    if name not in BUNDLED_MODELS:
+        raise ModelError(f"no bundled model {name!r}; bundled: {', '.join(BUNDLED_MODELS)} (or give a model file)")
+    if kind is None:
+        kind = "int8.tflite" if importlib.util.find_spec("ai_edge_litert") is not None else "int8.onnx"
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    return MODELS_DIR / name / f"fashion_{kind}"
+
+
+BUNDLED = {kind: bundled(kind=kind) for kind in KINDS}  # the default's files
+
+
+def model_path_of(model: str | Path | None) -> Path:
+    """A model file, a bundled model's name (``edge``: a bare word, no folder, no suffix) or None (the
+    default) -> the file to open."""
+    if model is None:
+        return bundled()
+    path = Path(model)
+    return bundled(str(model)) if str(path) == path.name == path.stem and path.name not in ("", ".") else path
 
 
 def is_model_pixels(image: object, contract: Contract) -> bool:
@@ -60,16 +76,17 @@ class Predictor:
     """Classify images with an exported model (.onnx or .tflite); its metadata says how.
 
     >>> from runtime import Predictor
-    >>> predictor = Predictor()               # the bundled int8 model
+    >>> predictor = Predictor()               # the bundled int8 model ("edge"), or a name or a file
     >>> predictor.predict(frame).label        # any gray/BGR/BGRA image, or the model's input shape
     """
 
     def __init__(self, model_path: str | Path | None = None, *, num_threads: int | None = None,
                  spin: bool = True):
-        """``num_threads``: backend threads (None: all cores); ``spin``: let onnxruntime's
+        """``model_path``: an exported model file, a bundled model's name (``BUNDLED_MODELS``) or None (the
+        default bundled model). ``num_threads``: backend threads (None: all cores); ``spin``: let onnxruntime's
         threads busy-wait between calls for the lowest latency (False saves CPU when idle;
         LiteRT's XNNPACK pool manages this itself)."""
-        self.model_path = Path(model_path) if model_path is not None else default_model()
+        self.model_path = model_path_of(model_path)
         self.backend = open_backend(self.model_path, num_threads=num_threads, spin=spin)
         self.info: ModelInfo = self.backend.info
         self.contract: Contract = self.info.contract

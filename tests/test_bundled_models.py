@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from runtime import Predictor
-from runtime.predictor import BUNDLED, MODELS_DIR
+from runtime.predictor import BUNDLED, BUNDLED_MODELS, bundled
 
 MIN_ACCURACY = 0.935  # the foundation bar, for every shipped int8 model
 MAX_GAP_TO_QAT = 0.003  # int8 within 0.3 pp of the QAT Keras model
@@ -20,7 +20,7 @@ MAX_SIZE_RATIO = 1 / 3.5  # int8 TFLite vs the float model
 
 @pytest.fixture(scope="module")
 def qat_predictions():
-    return np.load(MODELS_DIR / "qat_test_predictions.npy")
+    return np.load(BUNDLED["int8.tflite"].parent / "qat_test_predictions.npy")
 
 
 @pytest.mark.parametrize("name", ["int8.tflite", "int8.onnx"])
@@ -49,14 +49,31 @@ def test_int8_tflite_is_at_most_a_third_and_a_half_of_the_float_size():
     assert BUNDLED["int8.tflite"].stat().st_size <= MAX_SIZE_RATIO * BUNDLED["float.onnx"].stat().st_size
 
 
-def test_bundled_metadata_matches_the_shipped_reports():
-    report = json.loads((MODELS_DIR / "train_report.json").read_text())
-    parity = json.loads((MODELS_DIR / "parity.json").read_text())
+@pytest.mark.parametrize("name", BUNDLED_MODELS)
+def test_bundled_metadata_matches_the_shipped_reports(name):
+    folder = bundled(name).parent
+    report = json.loads((folder / "train_report.json").read_text())
+    parity = json.loads((folder / "parity.json").read_text())
     assert parity["passed"]
-    for path in BUNDLED.values():
-        info = Predictor(path).info
+    for kind in ("int8.tflite", "int8.onnx", "float.onnx"):
+        info = Predictor(bundled(name, kind)).info
         assert info.test_accuracy == pytest.approx(report["qat"]["test_accuracy"])
         assert info.raw["training"]["data_sha256"] == report["data"]["sha256"]
+        assert info.raw["training"]["architecture"] == report["architecture"]
+
+
+def test_bundled_models_are_picked_by_name(tmp_path, monkeypatch):
+    """``Predictor("edge")`` is the default; a name is no file name (a model file needs its suffix), and an
+    unknown one says which names there are."""
+    default = Predictor()
+    assert default.model_path == Predictor("edge").model_path == bundled("edge") == BUNDLED["int8.tflite"]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "edge").write_bytes(b"not a model")  # a file of the same name does not shadow it
+    assert Predictor("edge").model_path == bundled("edge")
+    with pytest.raises(Exception, match="no bundled model 'large'; bundled: edge"):
+        Predictor("large")
+    with pytest.raises(Exception, match="unsupported model format"):
+        Predictor("nested/edge")  # a path, not a name
 
 
 def test_bundled_tflite_carries_the_standard_metadata():

@@ -518,8 +518,8 @@ def check(args: argparse.Namespace) -> dict:
 
 
 def run_probes(chroot: Chroot, python: str) -> dict:
-    host = probe_commands(python, str(ROOT / "runtime" / "models"), str(INPUTS_DIR))
-    guest = probe_commands("python", f"{GUEST_SRC}/runtime/models", f"{GUEST_WORK}/inputs")
+    host = probe_commands(python, str(ROOT / "runtime" / "models" / "edge"), str(INPUTS_DIR))
+    guest = probe_commands("python", f"{GUEST_SRC}/runtime/models/edge", f"{GUEST_WORK}/inputs")
     results = {}
     for name in host:
         x86_run, x86_s = run_probe(host[name], None, ROOT)

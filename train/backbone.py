@@ -1,6 +1,6 @@
 """``--init bundled``: start a new model from the bundled Fashion-MNIST network's convolutions.
 
-The bundled float ONNX model (``runtime/models/fashion_float.onnx``, checked against its
+The bundled float ONNX model (``runtime/models/edge/fashion_float.onnx``, checked against its
 recorded checksum) holds the trained convolutions with BatchNorm folded in (kernel and
 bias). They go into a freshly built ``edge`` model as:
 

@@ -166,7 +166,7 @@ def summary_line(name: str, result: dict, seconds: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.camera_eval", description=__doc__)
-    p.add_argument("--model", type=Path, default=None, help="default: the bundled int8 model")
+    p.add_argument("--model", type=Path, default=None, help="a model file, or a bundled model by name (default: edge)")
     p.add_argument("--split", choices=("test", "train"), default="test")
     p.add_argument("--n", type=int, default=2000, help="frames per variant (equal per class)")
     p.add_argument("--seed", type=int, default=2026)

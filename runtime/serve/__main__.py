@@ -20,7 +20,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     d = ServeConfig()
     p = argparse.ArgumentParser(prog="python -m runtime.serve", description=__doc__)
-    p.add_argument("--model", default=None, help="an exported .tflite or .onnx (default: the bundled int8 model)")
+    p.add_argument("--model", default=None, help="a model file, or a bundled model by name (default: edge)")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0: every network; default local only)")
     p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                    help="also answer requests whose Host header is NAME (repeatable; '*.example.com' for a domain, "
