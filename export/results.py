@@ -1,4 +1,5 @@
-"""python -m export.results DIR: one table from train_report.json, parity.json and bench.json.
+"""python -m export.results DIR: one table from train_report.json, parity.json and bench.json, and the
+camera sets of camera_eval_test.json when there is one: a model's card.
 
 Prints it and writes DIR/results.md; every figure comes from those files, which name the
 command that made them.
@@ -30,8 +31,9 @@ def summary(out: Path) -> str:
     for name, r in parity.get("formats", {}).items():
         bench_row = latency.get(files[name].name, {}) if name in files else {}
         us = bench_row.get("predict_1thread", {}).get("median_us")
-        every = parity["formats"].get("keras-qat", r)["agreement_images"]
-        shown = name if r["agreement_images"] >= every else f"{name} ({r['agreement_images']:,} of the images)"
+        every = parity["formats"].get("keras-qat", r).get("agreement_images")  # older gates judged every image
+        judged = r.get("agreement_images", every)
+        shown = name if judged == every else f"{name} ({judged:,} of the images)"
         lines.append(f"| {shown} | {r['accuracy']:.2%} | {r['top1_agreement']:.2%} | {r['size_kb']} | "
                      f"{f'{us:.0f} µs' if us else ''} |")
     notes = []
@@ -44,6 +46,14 @@ def summary(out: Path) -> str:
         notes.append(f"microcontroller (TensorFlow Lite for Microcontrollers, `{files['tflm'].name}`): flash "
                      f"{micro['model_bytes'] / 1024:.1f} KB for the model, RAM {micro['arena_bytes'] / 1024:.1f} KB "
                      f"tensor arena (measured by tflite-micro), ops {', '.join(micro['ops'])}")
+    if train and isinstance(train["qat"].get("per_class"), dict):
+        recall = ", ".join(f"{label} {c['recall']:.1%}" for label, c in train["qat"]["per_class"].items())
+        notes.append(f"recall by class (Keras QAT, the test set): {recall}")
+    camera = next((load(path) for path in sorted(out.glob("camera_eval_test*.json"))), {})
+    sets = {name: r["accuracy"] for name, r in camera.items() if isinstance(r, dict) and "accuracy" in r}
+    if sets:
+        notes.append(f"camera frames of test images (`python -m train.camera_eval`, {camera['frames']:,} a set): "
+                     + ", ".join(f"{name} {accuracy:.2%}" for name, accuracy in sets.items()))
     if parity:
         notes.append(f"parity gate: {'passed' if parity['passed'] else 'FAILED: ' + '; '.join(parity['failures'])}")
     if bench.get("keras"):

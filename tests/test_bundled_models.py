@@ -88,3 +88,19 @@ def test_bundled_tflite_carries_the_standard_metadata():
     assert b"TFLITE_METADATA" in flatbuffer and b"M001" in flatbuffer  # its name and the schema's identifier
     with zipfile.ZipFile(path) as archive:
         assert tuple(archive.read("labels.txt").decode().splitlines()) == Predictor(path).labels
+
+
+def test_a_model_s_card_has_its_recall_by_class_and_camera_sets(tmp_path):
+    """``python -m export.results DIR``, the card: every figure from the reports beside the model."""
+    import shutil
+
+    from export.results import summary
+
+    for name in ("train_report.json", "parity.json"):
+        shutil.copy(bundled().parent / name, tmp_path / name)
+    (tmp_path / "camera_eval_test.json").write_text(json.dumps(
+        {"frames": 500, "original_28x28_accuracy": 0.95, "standard": {"accuracy": 0.938}, "desk": {"accuracy": 0.908}}))
+    card = summary(tmp_path)
+    recall = json.loads((tmp_path / "train_report.json").read_text())["qat"]["per_class"]["Shirt"]["recall"]
+    assert f"Shirt {recall:.1%}" in card and "parity gate: passed" in card
+    assert "(`python -m train.camera_eval`, 500 a set): standard 93.80%, desk 90.80%" in card
