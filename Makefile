@@ -81,10 +81,10 @@ own-classes: $(VENV)/.dev data
 	$(BIN)/python benchmarks/own_classes.py $(addprefix $(OUT)/folders/,digits faces garments messy objects) \
 	  --out $(OUT)/own_classes
 
-## models: reproduce the bundled pretrained models (and the test's golden file) from a demo run
-models: demo
-	cp $(OUT)/fashion_int8.tflite $(OUT)/fashion_int8.onnx $(OUT)/fashion_float.onnx $(OUT)/fashion_mediapipe.tflite $(MODELS)/edge/
-	cp $(OUT)/qat_test_predictions.npy $(OUT)/parity.json $(OUT)/train_report.json $(MODELS)/edge/
+## models: the bundled models (runtime/models/NAME: files, reports, card), each with its recipe, through the
+## parity gate (hours on 2 cores: run it in the background; run it again after a stop and training resumes)
+models: $(VENV)/.all data
+	$(BIN)/python tools/bundle_models.py --out $(OUT)/models
 
 ## arm64-check: runtime tests, CLI and camera demo on emulated arm64 Debian bookworm (Raspberry Pi
 ## OS 64-bit), answers compared with x86; root; minutes (the rootfs is cached in ~/.cache/fashion-edge)

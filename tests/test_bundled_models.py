@@ -5,6 +5,7 @@ test set, written by `python -m export` and copied by `make models`.
 """
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from runtime import Predictor
 from runtime.predictor import BUNDLED, BUNDLED_MODELS, bundled
 
+ROOT = Path(__file__).resolve().parents[1]
 MIN_ACCURACY = 0.935  # the foundation bar, for every shipped int8 model
 MAX_GAP_TO_QAT = 0.003  # int8 within 0.3 pp of the QAT Keras model
 MIN_AGREEMENT = 0.995  # top-1 agreement with the QAT Keras model
@@ -104,3 +106,15 @@ def test_a_model_s_card_has_its_recall_by_class_and_camera_sets(tmp_path):
     recall = json.loads((tmp_path / "train_report.json").read_text())["qat"]["per_class"]["Shirt"]["recall"]
     assert f"Shirt {recall:.1%}" in card and "parity gate: passed" in card
     assert "(`python -m train.camera_eval`, 500 a set): standard 93.80%, desk 90.80%" in card
+
+
+def test_every_bundled_model_has_its_recipe_and_its_files():
+    """``make models`` (tools/bundle_models.py) makes every bundled model, the default first."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bundle_models", ROOT / "tools" / "bundle_models.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert list(tool.RECIPES)[0] == next(iter(BUNDLED_MODELS)) and set(BUNDLED_MODELS) <= set(tool.RECIPES)
+    for name in BUNDLED_MODELS:
+        assert all((bundled(name).parent / file).is_file() for file in tool.FILES), name
