@@ -68,7 +68,7 @@ serve: $(VENV)/.all
 bench-serve: $(VENV)/.dev data
 	$(BIN)/python benchmarks/serve_load.py --keras-model $(OUT)/float_model.h5 --out $(OUT)/serve_load.json
 
-## compare: every architecture trained alike, QAT, int8; table, Pareto plot (about 35 min)
+## compare: every architecture trained alike, QAT, int8; table, Pareto plot (under an hour)
 compare: $(VENV)/.all data
 	$(BIN)/python -m experiments.compare --out $(OUT)/compare
 
