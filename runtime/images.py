@@ -65,6 +65,7 @@ WORK_SIDE = 1024  # decoded images are shrunk to a longest side between this and
 JPEG_TARGET = (1024, 768)
 MAX_ASPECT = 20  # longest side / shortest side, for images longer than WORK_SIDE
 PLAIN_PNG = ((8, 0), (8, 2))  # IHDR's bit depth and colour type: 8-bit gray, 8-bit RGB
+PLAIN_CHUNKS = (b"IHDR", b"pHYs", b"IDAT", b"IEND")  # what OpenCV's and Pillow's PNGs of plain pixels hold
 EXIF_FORMATS = (*JPEG_FORMATS, "WEBP", "PNG")
 GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that turn the picture by 90 degrees
@@ -187,8 +188,9 @@ def decode_with_pillow(data: bytes, max_pixels: int, scans: int,
 
 def plain_png(data: bytes) -> tuple[int, int] | None:
     """(width, height) of a whole, intact PNG whose pixels are stored as this reader returns them: 8-bit gray
-    or RGB, no transparent colour (tRNS), EXIF (eXIf) or animation (acTL) before them, nothing to shrink.
-    OpenCV decodes those several times faster than Pillow, to the same pixels (PNG is lossless). Else None."""
+    or RGB, nothing to shrink, no chunk but its pixels and their size in inches (so no transparent colour,
+    EXIF, animation, colour profile or text, which libpng would warn about on stderr when odd). OpenCV
+    decodes those several times faster than Pillow, to the same pixels (PNG is lossless). Else None."""
     if not data.startswith(PNG_SIGNATURE) or len(data) < 33 or data[12:16] != b"IHDR":
         return None
     if (data[24], data[25]) not in PLAIN_PNG:
@@ -200,12 +202,11 @@ def plain_png(data: bytes) -> tuple[int, int] | None:
     while position + 12 <= len(data):  # every chunk's CRC (check_structure bounded their number)
         length = int.from_bytes(data[position:position + 4], "big")
         kind, end = data[position + 4:position + 8], position + 8 + length
-        if end + 4 > len(data) or zlib.crc32(data[position + 4:end]) != int.from_bytes(data[end:end + 4], "big"):
+        if kind not in PLAIN_CHUNKS or end + 4 > len(data) \
+                or zlib.crc32(data[position + 4:end]) != int.from_bytes(data[end:end + 4], "big"):
             return None
         if kind == b"IEND":
             return (width, height) if pixels_seen else None
-        if kind in (b"tRNS", b"eXIf", b"acTL") and not pixels_seen:
-            return None
         pixels_seen |= kind == b"IDAT"
         position = end + 4
     return None
