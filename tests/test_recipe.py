@@ -176,11 +176,15 @@ def test_python_m_train_trains_the_shipped_recipe(fashion, tmp_path, monkeypatch
     args = parse_args(["--out", "X"])
     assert (args.arch, args.seed) == (shipped.arch, shipped.seed)
     # what the flags change, from the command line and from Python alike
-    flags = ["--epochs", "3", "--augment", "camera", "--flip", "off", "--camera-frames", "0", "--seed", "7"]
+    flags = ["--epochs", "3", "--augment", "camera", "--flip", "off", "--camera-frames", "0", "--seed", "7",
+             "--weight-decay", "1e-4"]
     assert main([*flags, "--out", str(tmp_path / "out2")]) == 0
-    python = datasets.recipe(fashion, epochs=3, augment="camera", flip="off", camera_frames=0, seed=7)
+    python = datasets.recipe(fashion, epochs=3, augment="camera", flip="off", camera_frames=0, seed=7,
+                             weight_decay=1e-4)
     camera = dataclasses.replace(PRESETS["camera"], flip=False)
-    assert seen["config"] == python == TrainConfig.shipped(epochs=3, camera_frames=0, seed=7, augment=camera)
+    assert seen["config"] == python == TrainConfig.shipped(epochs=3, camera_frames=0, seed=7, augment=camera,
+                                                           weight_decay=1e-4)
+    assert python.fingerprint() != dataclasses.replace(python, weight_decay=0).fingerprint()
 
 
 def test_python_m_train_on_a_folder_trains_what_python_gets(tmp_path, monkeypatch):
@@ -197,3 +201,16 @@ def test_python_m_train_on_a_folder_trains_what_python_gets(tmp_path, monkeypatc
     assert seen["config"] == config and config.fingerprint() == seen["config"].fingerprint()
     assert config.camera_frames == 0 and config.data_id.startswith(dataset.checksums["files"][:16])
     assert config == recipe.for_folder(dataset, seed=3, epochs=4, data_id=config.data_id)
+
+
+def test_weight_decay_is_adamw_s_and_none_is_plain_adam():
+    from train.config import TrainConfig
+    from train.keras_env import keras
+    from train.model import build
+    from train.trainer import compile_model
+
+    model = build("linear", (28, 28, 1), 10)
+    compile_model(model, 1e-3, TrainConfig(weight_decay=1e-4))
+    assert isinstance(model.optimizer, keras.optimizers.AdamW) and model.optimizer.weight_decay == pytest.approx(1e-4)
+    compile_model(model, 1e-3, TrainConfig())
+    assert type(model.optimizer) is keras.optimizers.Adam

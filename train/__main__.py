@@ -42,6 +42,16 @@ def learning_rate(text: str) -> float:
     return value
 
 
+def non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number from 0, not {text}")
+    return value
+
+
 def seed(text: str) -> int:
     try:
         value = int(text)
@@ -79,6 +89,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--learning-rate", type=learning_rate, default=None,
                    help=f"peak learning rate of the float stage (> 0); default {d.learning_rate:g}, "
                         f"with --data DIR {recipe.LEARNING_RATE:g}")
+    p.add_argument("--weight-decay", type=non_negative, default=None,
+                   help=f"decoupled weight decay (AdamW; 0: Adam); default {d.weight_decay:g}")
     p.add_argument("--augment", choices=sorted(PRESETS), default=None,
                    help=f"augmentation preset: {presets}")
     p.add_argument("--flip", choices=("auto", "on", "off"), default="auto",
@@ -138,8 +150,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def recipe_flags(args: argparse.Namespace) -> dict:
     """What the flags change in the recipe (``train.datasets.recipe``; None: the recipe's choice)."""
     return dict(arch=args.arch, epochs=args.epochs, qat_epochs=args.qat_epochs, batch_size=args.batch_size,
-                learning_rate=args.learning_rate, augment=args.augment, flip=args.flip, init=args.init,
-                limit=args.limit, seed=args.seed, camera_frames=args.camera_frames)
+                learning_rate=args.learning_rate, weight_decay=args.weight_decay, augment=args.augment,
+                flip=args.flip, init=args.init, limit=args.limit, seed=args.seed, camera_frames=args.camera_frames)
 
 
 def open_data(args: argparse.Namespace):

@@ -33,6 +33,7 @@ class TrainConfig:
     learning_rate: float = 3e-3  # peak, after a one-epoch warm-up
     qat_learning_rate: float = 1e-4  # small: QAT only adapts weights to the int8 grid
     label_smoothing: float = 0.1
+    weight_decay: float = 0.0  # decoupled (AdamW), per step times the learning rate; 0: Adam
     validation_fraction: float = 1 / 12  # 5,000 of 60,000, stratified, from train only
     patience: int = 8  # early stopping...
     monitor: str = "val_accuracy"  # ...on this (small folders: val_loss, which moves when accuracy ties)
@@ -63,5 +64,7 @@ class TrainConfig:
             del fields["data_id"]
         if not fields["camera_frames"]:  # ...and runs without camera crops too
             del fields["camera_frames"], fields["camera_mix"]
+        if not fields["weight_decay"]:  # ...and without weight decay
+            del fields["weight_decay"]
         text = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]

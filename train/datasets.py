@@ -148,8 +148,8 @@ def recipe(dataset: Dataset, **flags) -> TrainConfig:
     """The configuration ``python -m train`` trains ``dataset`` with, and what its flags change.
 
     ``flags`` (None: the recipe's choice): ``arch``, ``epochs``, ``qat_epochs``, ``batch_size``,
-    ``learning_rate``, ``init``, ``limit``, ``seed``, ``camera_frames`` as in ``TrainConfig``; ``augment``
-    a preset's name (``train.augment.PRESETS``); ``flip`` "auto", "on" or "off". Fashion-MNIST's is
+    ``learning_rate``, ``weight_decay``, ``init``, ``limit``, ``seed``, ``camera_frames`` as in ``TrainConfig``;
+    ``augment`` a preset's name (``train.augment.PRESETS``); ``flip`` "auto", "on" or "off". Fashion-MNIST's is
     ``TrainConfig.shipped()``; a folder's is chosen from its images (``train.recipe.for_folder``)."""
     kind = kind_of(dataset)
     if flags.get("camera_frames") and not kind.camera_crops:

@@ -46,7 +46,8 @@ class TrainingDiverged(RuntimeError):
 
 def compile_model(model: keras.Model, schedule, config: TrainConfig) -> None:
     model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
+        optimizer=(keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay) if config.weight_decay
+                   else keras.optimizers.Adam(schedule)),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"])
 
