@@ -173,6 +173,11 @@ class HeadGuard:
         self.unmark_waiting()
         self.loop.call_soon(self.release_held)
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._held:  # what the client sent ahead is fed to the parser once this answer is out
+            self.loop.call_soon(self.release_held)
+
     def data_received(self, data: bytes) -> None:
         if self._discarding:
             return

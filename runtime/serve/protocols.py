@@ -84,8 +84,6 @@ else:
             super().on_response_complete()
             if self._awaiting_head and not self.pipeline and not self.transport.is_closing():
                 self.await_head()
-            if self._held:
-                self.loop.call_soon(self.release_held)
 
 
 try:
@@ -113,8 +111,6 @@ else:
         def on_response_complete(self) -> None:
             super().on_response_complete()
             self.sync_head()
-            if self._held:
-                self.loop.call_soon(self.release_held)
 
         def sync_head(self) -> None:
             if self.transport.is_closing():

@@ -28,8 +28,8 @@ from runtime.preprocess import Prepared, prepare
 from runtime.roi import Roi
 from runtime.serve import metrics
 from runtime.serve.config import ServeConfig
-from runtime.serve.memory import release_memory
 from runtime.serve.errors import BadUpload, CannotSave, LimitReached, Unprocessable
+from runtime.serve.memory import release_memory
 from runtime.serve.work import WorkQueue
 
 log = logging.getLogger(__name__)
