@@ -32,23 +32,14 @@ def arch_spec(text: str) -> str:
     return text
 
 
-def learning_rate(text: str) -> float:
+def finite_number(text: str, *, zero: bool = False) -> float:
+    """A finite number above 0 (``zero``: from 0), else argparse's error."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number above 0, not {text}")
-    return value
-
-
-def non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number from 0, not {text}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        raise argparse.ArgumentTypeError(f"must be a finite number {'from' if zero else 'above'} 0, not {text}")
     return value
 
 
@@ -86,10 +77,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"default {d.qat_epochs}, or from the folder's size")
     p.add_argument("--batch-size", type=int, default=None,
                    help=f"default {d.batch_size}, or from the folder's size")
-    p.add_argument("--learning-rate", type=learning_rate, default=None,
+    p.add_argument("--learning-rate", type=finite_number, default=None,
                    help=f"peak learning rate of the float stage (> 0); default {d.learning_rate:g}, "
                         f"with --data DIR {recipe.LEARNING_RATE:g}")
-    p.add_argument("--weight-decay", type=non_negative, default=None,
+    p.add_argument("--weight-decay", type=lambda text: finite_number(text, zero=True), default=None,
                    help=f"decoupled weight decay (AdamW; 0: Adam); default {d.weight_decay:g}")
     p.add_argument("--augment", choices=sorted(PRESETS), default=None,
                    help=f"augmentation preset: {presets}")
