@@ -17,14 +17,14 @@ from runtime.roi import Roi
 
 MODELS_DIR = Path(__file__).parent / "models"
 # The bundled models, by name (a folder of runtime/models each, with its reports): the first is the default.
-BUNDLED_MODELS = {"edge": "the accurate default"}
+BUNDLED_MODELS = ("edge",)
 KINDS = ("int8.tflite", "int8.onnx", "float.onnx")
 
 
 def bundled(name: str | None = None, kind: str | None = None) -> Path:
     """A bundled model's file: ``name`` one of BUNDLED_MODELS (None: the default); ``kind`` one of KINDS
     (None: int8 TFLite when LiteRT is installed, which is faster, else int8 ONNX)."""
-    name = name or next(iter(BUNDLED_MODELS))
+    name = name or BUNDLED_MODELS[0]
     if name not in BUNDLED_MODELS:
         raise ModelError(f"no bundled model {name!r}; bundled: {', '.join(BUNDLED_MODELS)} (or give a model file)")
     if kind is None:

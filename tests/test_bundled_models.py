@@ -115,6 +115,6 @@ def test_every_bundled_model_has_its_recipe_and_its_files():
     spec = importlib.util.spec_from_file_location("bundle_models", ROOT / "tools" / "bundle_models.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    assert list(tool.RECIPES)[0] == next(iter(BUNDLED_MODELS)) and set(BUNDLED_MODELS) <= set(tool.RECIPES)
+    assert list(tool.RECIPES)[0] == BUNDLED_MODELS[0] and set(BUNDLED_MODELS) <= set(tool.RECIPES)
     for name in BUNDLED_MODELS:
         assert all((bundled(name).parent / file).is_file() for file in tool.FILES), name
