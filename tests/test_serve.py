@@ -2,6 +2,8 @@
 models of other contracts (colour, any size, any number of labels), and a real multi-worker
 uvicorn server (decompression bomb, slow client)."""
 
+import os
+import pickle
 import re
 import socket
 import struct
@@ -520,6 +522,68 @@ def peak_rss_mb(pid: int) -> float:
 def server(start_server):
     return start_server("--workers", "2", "--body-timeout", "2",
                         ready=lambda process: len(worker_pids(process.pid)) == 2)
+
+
+def server_sockets(port: int) -> dict[int, list[str]]:
+    """This machine's TCP sockets on local ``port`` by inode: [state, local address] (/proc/net/tcp)."""
+    rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+    return {int(row[9]): [row[3], row[1]] for row in rows if row[1].endswith(f":{port:04X}")}
+
+
+def owners(pids: list[int], inodes) -> dict[int, int]:
+    """How many of the socket ``inodes`` each process of ``pids`` holds."""
+    links = {pid: {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()} for pid in pids}
+    return {pid: sum(f"socket:[{inode}]" in links[pid] for inode in inodes) for pid in pids}
+
+
+def test_each_worker_listens_on_its_own_socket_and_the_kernel_spreads_connections(server):
+    """Workers sharing one listening socket accept in bursts (32 keep-alive clients split 2/30 as
+    often as 16/16, and the busy worker sets the tail); with a socket each, the kernel hands each
+    connection to one of them by hash."""
+    url, process = server
+    port, workers = int(url.rsplit(":", 1)[1]), worker_pids(process.pid)
+    deadline = time.time() + 30  # a worker listens once its app has started
+    while time.time() < deadline and len(listening := [i for i, (state, _) in server_sockets(port).items()
+                                                       if state == "0A"]) < 2:
+        time.sleep(0.2)
+    assert sorted(owners([process.pid, *workers], listening).values()) == [0, 1, 1]  # the parent only binds
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(40)]
+    try:
+        time.sleep(0.5)
+        accepted = [i for i, (state, _) in server_sockets(port).items() if state == "01"]
+        per_worker = owners(workers, accepted)
+        assert sum(per_worker.values()) == 40 and min(per_worker.values()) > 0, per_worker  # 2^-39 otherwise
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_a_worker_given_the_parents_socket_opens_its_own_on_the_same_port():
+    from runtime.serve import listen
+
+    if not listen.SPREADS:
+        pytest.skip("the workers share one socket here")
+    parent = listen.workers_socket("127.0.0.1", 0)
+    workers = [pickle.loads(pickle.dumps(parent)) for _ in range(2)]  # what multiprocessing does for each
+    try:
+        for sock in workers:
+            assert sock.getsockname() == parent.getsockname() and sock.fileno() != parent.fileno()
+            sock.listen()
+        with socket.create_connection(parent.getsockname()):  # the parent's own socket never listens
+            pass
+        with pytest.raises(OSError):
+            listen.workers_socket(*parent.getsockname())  # the port is taken
+    finally:
+        for sock in [parent, *workers]:
+            sock.close()
+
+
+def test_a_second_server_on_the_same_port_is_refused(server):
+    url, _ = server
+    run = subprocess.run([sys.executable, "-m", "runtime.serve", "--workers", "2", "--port", url.rsplit(":", 1)[1]],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "cannot listen on 127.0.0.1 port" in run.stderr, run.stdout + run.stderr
+    assert "serving" not in run.stdout
 
 
 def test_decompression_bomb_is_refused_in_bounded_memory(server):

@@ -12,6 +12,7 @@ import tempfile
 from runtime.metadata import ModelError
 
 TOKEN_ENV = "FASHION_EDGE_TOKEN"
+APP = "runtime.serve.app:app_from_env"  # the factory each worker calls
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -129,9 +130,10 @@ def raise_file_limit(sockets: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     try:
         import uvicorn
+        from uvicorn.supervisors import Multiprocess
 
         from runtime.predictor import Predictor
-        from runtime.serve import protocols
+        from runtime.serve import listen, protocols
         from runtime.serve.config import CONFIG_ENV, ServeConfig
     except ImportError as e:
         print(f"error: the server needs the serve extra: pip install 'fashion-edge[serve]' ({e})", file=sys.stderr)
@@ -163,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers > 1:
         metrics_dir = tempfile.mkdtemp(prefix="fashion-edge-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:  # uvicorn binds one worker's socket itself; several share ours (runtime.serve.listen)
+        sock = listen.workers_socket(args.host, args.port) if args.workers > 1 else None
+    except OSError as e:
+        print(f"error: cannot listen on {args.host} port {args.port}: {e.strerror}", file=sys.stderr)
+        return 2
     scheme = "https" if args.ssl_certfile else "http"
     print(f"serving {model_path.name} on {scheme}://{args.host}:{args.port}/ (API docs at /docs) "
           f"with {args.workers} worker(s){'; /v1 needs the bearer token' if args.token else ''}", flush=True)
@@ -171,12 +178,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"answering Host: {hosts} (more with --allowed-host)", flush=True)
     if args.collect:
         print(f"collecting: POST /v1/collect saves images in {args.collect}/LABEL/", flush=True)
+    options = dict(factory=True, host=args.host, port=args.port, http=protocols.PROTOCOL, ws="none",
+                   h11_max_incomplete_event_size=args.max_header_bytes, timeout_keep_alive=5,
+                   timeout_graceful_shutdown=5, access_log=args.access_log, server_header=False,
+                   ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile, log_level="info")
     try:
-        uvicorn.run("runtime.serve.app:app_from_env", factory=True, host=args.host, port=args.port,
-                    workers=args.workers, http=protocols.PROTOCOL, ws="none",
-                    h11_max_incomplete_event_size=args.max_header_bytes, timeout_keep_alive=5,
-                    timeout_graceful_shutdown=5, access_log=args.access_log, server_header=False,
-                    ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile, log_level="info")
+        if sock is None:
+            uvicorn.run(APP, **options)
+        else:  # uvicorn.run's branch for workers, with our socket
+            Multiprocess(uvicorn.Config(APP, workers=args.workers, **options), sockets=[sock]).run()
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
