@@ -43,6 +43,14 @@ def finite_number(text: str, *, zero: bool = False) -> float:
     return value
 
 
+def share(text: str) -> float:
+    """A number above 0 and at most 1, else argparse's error."""
+    value = finite_number(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be at most 1, not {text}")
+    return value
+
+
 def seed(text: str) -> int:
     try:
         value = int(text)
@@ -82,6 +90,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         f"with --data DIR {recipe.LEARNING_RATE:g}")
     p.add_argument("--weight-decay", type=lambda text: finite_number(text, zero=True), default=None,
                    help=f"decoupled weight decay (AdamW; 0: Adam); default {d.weight_decay:g}")
+    p.add_argument("--teacher", type=lambda text: str(Path(text).resolve()), default=None, metavar="MODEL",
+                   help="distil: mix this trained Keras model's answers (e.g. a larger run's float_model.h5) into "
+                        "every training target (train.teacher)")
+    p.add_argument("--teacher-weight", type=share, default=None,
+                   help=f"the teacher's share of each target, above 0 and at most 1; default {d.teacher_weight:g}")
     p.add_argument("--augment", choices=sorted(PRESETS), default=None,
                    help=f"augmentation preset: {presets}")
     p.add_argument("--flip", choices=("auto", "on", "off"), default="auto",
@@ -122,6 +135,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if (args.qat_epochs or 0) < 0 or (args.limit is not None and args.limit < 10):
         p.error("--qat-epochs must be >= 0 and --limit >= 10")
+    if args.teacher_weight is not None and not args.teacher:
+        p.error("--teacher-weight is the share of --teacher's answers: give --teacher MODEL too")
     if args.camera_frames is not None and args.camera_frames < 0:
         p.error("--camera-frames must be >= 0")
     kind = data_kind(args.data)
@@ -141,7 +156,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def recipe_flags(args: argparse.Namespace) -> dict:
     """What the flags change in the recipe (``train.datasets.recipe``; None: the recipe's choice)."""
     return dict(arch=args.arch, epochs=args.epochs, qat_epochs=args.qat_epochs, batch_size=args.batch_size,
-                learning_rate=args.learning_rate, weight_decay=args.weight_decay, augment=args.augment,
+                learning_rate=args.learning_rate, weight_decay=args.weight_decay, teacher=args.teacher,
+                teacher_weight=args.teacher_weight, augment=args.augment,
                 flip=args.flip, init=args.init, limit=args.limit, seed=args.seed, camera_frames=args.camera_frames)
 
 
@@ -151,7 +167,12 @@ def open_data(args: argparse.Namespace):
 
     dataset = open_dataset(args.data, seed=args.seed, data_dir=args.data_dir, image_size=args.image_size,
                            color=args.color, preprocess=args.preprocess)
-    return dataset, recipe(dataset, **recipe_flags(args))
+    config = recipe(dataset, **recipe_flags(args))
+    if config.teacher:  # a teacher that cannot teach is refused now, not after the data and a stage
+        from train.teacher import load_teacher
+
+        load_teacher(config.teacher, dataset.contract)
+    return dataset, config
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,6 +34,8 @@ class TrainConfig:
     qat_learning_rate: float = 1e-4  # small: QAT only adapts weights to the int8 grid
     label_smoothing: float = 0.1
     weight_decay: float = 0.0  # decoupled (AdamW), per step times the learning rate; 0: Adam
+    teacher: str | None = None  # a trained model file whose answers the targets mix in (train.teacher)
+    teacher_weight: float = 0.5  # its share of each target
     validation_fraction: float = 1 / 12  # 5,000 of 60,000, stratified, from train only
     patience: int = 8  # early stopping...
     monitor: str = "val_accuracy"  # ...on this (small folders: val_loss, which moves when accuracy ties)
@@ -66,5 +68,7 @@ class TrainConfig:
             del fields["camera_frames"], fields["camera_mix"]
         if not fields["weight_decay"]:  # ...and without weight decay
             del fields["weight_decay"]
+        if not fields["teacher"]:  # ...and without a teacher
+            del fields["teacher"], fields["teacher_weight"]
         text = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]

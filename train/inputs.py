@@ -108,6 +108,15 @@ def training_data(splits: Splits, config: TrainConfig, idx: np.ndarray, batch: i
     return data.map(show_crops, num_parallel_calls=tf.data.AUTOTUNE)
 
 
+def taught(data: tf.data.Dataset, splits: Splits, config: TrainConfig) -> tf.data.Dataset:
+    """Training batches with ``config.teacher``'s answers mixed into their labels (``train.teacher``)."""
+    if not config.teacher:
+        return data
+    from train.teacher import distill, load_teacher
+
+    return distill(data, load_teacher(config.teacher, splits.contract), config.teacher_weight)
+
+
 def datasets(splits: Splits, config: TrainConfig, augment: bool):
     def one_hot(x, y):
         return x, tf.one_hot(tf.cast(y, tf.int32), len(splits.contract.labels))
@@ -115,7 +124,7 @@ def datasets(splits: Splits, config: TrainConfig, augment: bool):
     train = training_data(splits, config, splits.epoch_indices(), config.batch_size)
     if augment:
         train = train.map(make_augmenter(config.augment), num_parallel_calls=tf.data.AUTOTUNE)
-    train = train.map(one_hot).prefetch(tf.data.AUTOTUNE)
+    train = taught(train.map(one_hot), splits, config).prefetch(tf.data.AUTOTUNE)
     val = (tf.data.Dataset.from_tensor_slices((splits.x_val, splits.y_val))
            .batch(512).map(one_hot).prefetch(tf.data.AUTOTUNE))
     return train, val
@@ -143,7 +152,7 @@ def sharded_datasets(splits: Splits, config: TrainConfig, augment: bool, cluster
         data = training_data(splits, config, mine, batch).repeat()  # fit(steps_per_epoch=...): one iterator
         if augment:
             data = data.map(make_augmenter(config.augment), num_parallel_calls=tf.data.AUTOTUNE)
-        return data.map(one_hot).prefetch(tf.data.AUTOTUNE)
+        return taught(data.map(one_hot), splits, config).prefetch(tf.data.AUTOTUNE)
 
     train = cluster.strategy.distribute_datasets_from_function(shard)
     options = tf.data.Options()
