@@ -12,6 +12,7 @@ from train.folders import load_folder
 from train.model import build
 
 from test_folders import make_folder
+from test_teacher import LABELS, splits
 
 
 def test_batch_and_epochs_follow_the_folder_size():
@@ -162,7 +163,7 @@ def test_python_m_train_trains_the_shipped_recipe(fashion, tmp_path, monkeypatch
     import train.pipeline
     from train import datasets
     from train.__main__ import main, parse_args
-    from train.config import CAMERA_FRAMES, TrainConfig
+    from train.config import CAMERA_FRAMES, WATCH_FROM, TrainConfig
 
     seen: dict = {}
     monkeypatch.setattr(train.pipeline, "run", fake_run(seen))
@@ -170,9 +171,11 @@ def test_python_m_train_trains_the_shipped_recipe(fashion, tmp_path, monkeypatch
     assert main(["--out", str(tmp_path / "out")]) == 0
     shipped = TrainConfig.shipped()
     assert seen["config"] == shipped and seen["dataset"] is fashion
-    assert datasets.recipe(fashion) == shipped == TrainConfig(camera_frames=CAMERA_FRAMES)
-    # runs in --out from before the recipe had a name resume: the fingerprint the CLI's config always had
-    assert shipped.fingerprint() == "b07ccee3de49fca2"
+    assert datasets.recipe(fashion) == shipped == TrainConfig(camera_frames=CAMERA_FRAMES, watch_from=WATCH_FROM)
+    # the recipe changed once (early stopping watches the second half): its runs start over, once;
+    # configurations without that field keep the fingerprint they always had
+    assert shipped.fingerprint() == "eab065864355d96c"
+    assert dataclasses.replace(shipped, watch_from=0).fingerprint() == "b07ccee3de49fca2"
     args = parse_args(["--out", "X"])
     assert (args.arch, args.seed) == (shipped.arch, shipped.seed)
     # what the flags change, from the command line and from Python alike
@@ -214,3 +217,15 @@ def test_weight_decay_is_adamw_s_and_none_is_plain_adam():
     assert isinstance(model.optimizer, keras.optimizers.AdamW) and model.optimizer.weight_decay == pytest.approx(1e-4)
     compile_model(model, 1e-3, TrainConfig())
     assert type(model.optimizer) is keras.optimizers.Adam
+
+
+@pytest.mark.parametrize("watch_from, epochs_run", [(0.0, 2), (0.5, 5)])
+def test_early_stopping_watches_from_its_share_of_the_schedule(tmp_path, watch_from, epochs_run):
+    """With no learning (a learning rate of 1e-12) nothing improves after the first epoch watched."""
+    from train.config import TrainConfig
+    from train.trainer import fit
+
+    config = TrainConfig(patience=1, watch_from=watch_from, batch_size=16, label_smoothing=0)
+    fitted = fit(build("linear", (12, 12, 1), len(LABELS)), splits(), config, stage="float", epochs=6,
+                 peak_lr=1e-12, augment=False, backup_dir=tmp_path / "backup")
+    assert len(fitted.history["loss"]) == epochs_run

@@ -148,7 +148,8 @@ def recipe(dataset: Dataset, **flags) -> TrainConfig:
     """The configuration ``python -m train`` trains ``dataset`` with, and what its flags change.
 
     ``flags`` (None: the recipe's choice): ``arch``, ``epochs``, ``qat_epochs``, ``batch_size``,
-    ``learning_rate``, ``weight_decay``, ``teacher``, ``teacher_weight``, ``init``, ``limit``, ``seed``, ``camera_frames`` as in ``TrainConfig``;
+    ``learning_rate``, ``weight_decay``, ``teacher``, ``teacher_weight``, ``init``, ``limit``, ``seed``,
+    ``camera_frames`` as in ``TrainConfig``;
     ``augment`` a preset's name (``train.augment.PRESETS``); ``flip`` "auto", "on" or "off". Fashion-MNIST's is
     ``TrainConfig.shipped()``; a folder's is chosen from its images (``train.recipe.for_folder``)."""
     kind = kind_of(dataset)

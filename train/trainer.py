@@ -83,8 +83,8 @@ def fit(model: keras.Model, splits: Splits, config: TrainConfig, *, stage: str,
     backup = StageBackup(backup_dir, stage, writer=cluster.is_chief)
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.EarlyStopping(monitor=config.monitor, patience=config.patience,
-                                      restore_best_weights=True),
+        keras.callbacks.EarlyStopping(monitor=config.monitor, patience=config.patience, restore_best_weights=True,
+                                      start_from_epoch=int(config.watch_from * epochs)),
         EpochLog(stage, epochs),
         backup,  # last of ours: it backs up the weights EarlyStopping restores at the end
         *(callbacks or ()),
