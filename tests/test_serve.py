@@ -537,8 +537,8 @@ def owners(pids: list[int], inodes) -> dict[int, int]:
 
 
 def test_each_worker_listens_on_its_own_socket_and_the_kernel_spreads_connections(server):
-    """Workers sharing one listening socket accept in bursts (32 keep-alive clients split 2/30 as
-    often as 16/16, and the busy worker sets the tail); with a socket each, the kernel hands each
+    """Workers sharing one listening socket accept in bursts (32 keep-alive clients split 2/30 in
+    one run of five, and the busy worker sets the tail); with a socket each, the kernel hands each
     connection to one of them by hash."""
     url, process = server
     port, workers = int(url.rsplit(":", 1)[1]), worker_pids(process.pid)

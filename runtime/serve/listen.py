@@ -1,10 +1,10 @@
 """Where the workers accept connections: on Linux, a listening socket of their own each.
 
 uvicorn's workers share one listening socket, and whichever wakes first accepts a burst of waiting
-connections: 32 keep-alive clients split 2/30 between two workers as often as 16/16, and the worker
-with 30 sets the tail (p99 28-30 ms against 17 ms). With ``SO_REUSEPORT`` each worker listens on a
-socket of its own on the same address, and the kernel hands each new connection to one of them by
-the hash of its addresses and ports: an even split on average, never a burst.
+connections: 32 keep-alive clients split 2/30 between two workers in one run of five, and the
+worker with 30 sets the tail (p99 23-29 ms against 15-17 ms). With ``SO_REUSEPORT`` each worker
+listens on a socket of its own on the same address, and the kernel hands each new connection to
+one of them by the hash of its addresses and ports: an even split on average, never a burst.
 
 The parent binds the address (so the port is taken, and a port of 0 is chosen once) with
 ``SO_REUSEPORT`` and never listens on it: the kernel only hands connections to listening sockets.
