@@ -117,4 +117,10 @@ def test_every_bundled_model_has_its_recipe_and_its_files():
     spec.loader.exec_module(tool)
     assert list(tool.RECIPES)[0] == BUNDLED_MODELS[0] and set(BUNDLED_MODELS) <= set(tool.RECIPES)
     for name in BUNDLED_MODELS:
-        assert all((bundled(name).parent / file).is_file() for file in tool.FILES), name
+        folder = bundled(name).parent
+        assert all((folder / file).is_file() for file in tool.FILES), name
+        # its card (export.results) was made from the reports beside it
+        card = (folder / "card.md").read_text()
+        parity = json.loads((folder / "parity.json").read_text())["formats"]["tflite-int8"]
+        assert f"| tflite-int8 | {parity['accuracy']:.2%} | {parity['top1_agreement']:.2%} |" in card, name
+        assert "recall by class" in card and "camera frames of test images" in card, name

@@ -113,7 +113,8 @@ def test_the_wheel_ships_the_product_only(tmp_path):
     tops = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert tops == set(PRODUCT), tops
     for needed in ("runtime/images.py", "runtime/preprocess/__init__.py", "runtime/serve/service.py",
-                   "runtime/serve/static/app.js", "runtime/models/edge/fashion_int8.tflite", "camera_demo/samples.npz"):
+                   "runtime/serve/static/app.js", "runtime/models/edge/fashion_int8.tflite",
+                   "runtime/models/edge/card.md", "camera_demo/samples.npz"):
         assert needed in names, needed
     assert not [n for n in names if "camera_sim" in n or "make_video" in n or "experiments" in n]
 
