@@ -53,6 +53,7 @@ CONTENT = {"FeatureProperties": 1, "ImageProperties": 2}  # union ContentPropert
 NORMALIZATION = 1  # union ProcessUnitOptions
 COLOR_SPACE = {1: 2, 3: 1}  # channels -> ColorSpaceType (GRAYSCALE, RGB)
 TENSOR_AXIS_LABELS, UNKNOWN_FILE = 2, 0  # AssociatedFileType
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the associated files' date: none, so that exports are reproducible
 
 
 @dataclass
@@ -165,7 +166,8 @@ def with_metadata(flatbuffer: bytes, contract: Contract, metadata: dict) -> byte
 
 def append_associated_files(path: Path, contract: Contract, ours: str) -> None:
     """Append to ``path`` (a flatbuffer) the zip of its associated files: ``labels.txt`` and our contract
-    (``ours``, JSON), stored uncompressed, as tflite-support's populator appends them."""
+    (``ours``, JSON), stored uncompressed, as tflite-support's populator appends them. The members are dated
+    1980-01-01 (zip's first date), so the same model and contract give the same bytes at any time."""
     with zipfile.ZipFile(path, "a") as archive:
-        archive.writestr(LABELS_FILE, labels_text(contract.labels))
-        archive.writestr(METADATA_MEMBER, ours)
+        for name, text in ((LABELS_FILE, labels_text(contract.labels)), (METADATA_MEMBER, ours)):
+            archive.writestr(zipfile.ZipInfo(name, date_time=ZIP_DATE), text)

@@ -75,6 +75,8 @@ def test_standard_metadata_is_in_the_flatbuffer_and_renewing_it_changes_no_answe
     assert standard(path)[4:8] == b"M001"  # metadata_schema.fbs's file identifier
     with zipfile.ZipFile(path) as archive:
         assert archive.read("labels.txt").decode().splitlines() == list(CLASS_NAMES)
+        # undated members: the same model gives the same bytes whenever it is exported or renewed
+        assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
     images = load(allow_download=False).test_images[:300]
     before = [p.probabilities for p in Predictor(path).predict_batch(images)]
     path.chmod(0o444)
